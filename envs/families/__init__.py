@@ -1,0 +1,44 @@
+"""One module per robot family; each class is a registered ``metarobot/<Name>-v0`` env."""
+
+from metarobot.envs.families._base import Family
+from metarobot.envs.families.ant import AntCrippled, AntDir, AntRandParams
+from metarobot.envs.families.half_cheetah import (
+    HalfCheetahCrippled,
+    HalfCheetahDir,
+    HalfCheetahRandParams,
+    HalfCheetahVel,
+)
+from metarobot.envs.families.hopper import HopperRandParams
+from metarobot.envs.families.inverted_pendulum import InvertedPendulumRandParams
+from metarobot.envs.families.reacher import ReacherRandParams
+from metarobot.envs.families.walker2d import Walker2dRandParams
+
+ALL_FAMILIES: tuple[type[Family], ...] = (
+    HalfCheetahRandParams,
+    HalfCheetahCrippled,
+    HalfCheetahVel,
+    HalfCheetahDir,
+    HopperRandParams,
+    Walker2dRandParams,
+    AntRandParams,
+    AntCrippled,
+    AntDir,
+    InvertedPendulumRandParams,
+    ReacherRandParams,
+)
+
+__all__ = [
+    "ALL_FAMILIES",
+    "AntCrippled",
+    "AntDir",
+    "AntRandParams",
+    "Family",
+    "HalfCheetahCrippled",
+    "HalfCheetahDir",
+    "HalfCheetahRandParams",
+    "HalfCheetahVel",
+    "HopperRandParams",
+    "InvertedPendulumRandParams",
+    "ReacherRandParams",
+    "Walker2dRandParams",
+]

@@ -1,0 +1,77 @@
+"""Seeded, frozen train/test task splits.
+
+``task_split(env_id)`` draws the training tasks and the test tasks of a family from two
+independent generators whose seeds are fixed by the family id, so every user of the package gets
+the same split, now and later. Test tasks are never used for training or tuning.
+
+Default sizes follow PEARL: 40 training tasks, 10 test tasks. Families with a ``"test"`` draw of
+their own (``AntCrippled`` tests on a leg never crippled in training; ``HalfCheetahCrippled`` on
+joints never disabled in training) take test tasks from it. ``HalfCheetahDir`` has exactly two
+tasks (forward, backward), so both splits hold both, as in MAML.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+
+import gymnasium as gym
+
+from metarobot.envs.randomization import Task
+from metarobot.envs.randomized import find_randomized
+
+__all__ = ["SPLIT_SEED", "task_split"]
+
+#: Base seed of every frozen split; changing it changes every published split.
+SPLIT_SEED = 20_240_601
+
+
+def _seeds(env_id: str) -> tuple[int, int]:
+    h = zlib.crc32(env_id.encode())
+    return SPLIT_SEED + 2 * h, SPLIT_SEED + 2 * h + 1
+
+
+@functools.lru_cache(maxsize=64)
+def _split(env_id: str, n_train: int, n_test: int) -> tuple[tuple[Task, ...], tuple[Task, ...]]:
+    env = gym.make(env_id, disable_env_checker=True)
+    try:
+        rd = find_randomized(env)
+        if not getattr(rd, "DISJOINT_SPLIT", True):
+            tasks: list[Task] = []
+            for goal in rd.goal_specs.values():  # a finite Choice family
+                for v in goal.values:
+                    name = next(iter(rd.goal_specs))
+                    tasks.append(Task.make(rd.family, goal={name: (v,)}))
+            return tuple(tasks), tuple(tasks)
+        s_train, s_test = _seeds(env_id)
+        train = rd.sample_tasks(n_train, seed=s_train, split="train")
+        test = rd.sample_tasks(n_test, seed=s_test, split="test")
+    finally:
+        env.close()
+    overlap = set(train) & set(test)
+    if overlap:
+        raise RuntimeError(f"{env_id}: train and test splits overlap in {len(overlap)} task(s)")
+    return tuple(train), tuple(test)
+
+
+def task_split(env_id: str, n_train: int = 40, n_test: int = 10) -> tuple[list[Task], list[Task]]:
+    """The frozen train/test split of a family.
+
+    Args:
+        env_id: A registered ``metarobot/...`` family id.
+        n_train: Number of training tasks (>= 1).
+        n_test: Number of test tasks (>= 1).
+
+    Returns:
+        ``(train_tasks, test_tasks)``; disjoint, the same on every call and machine.
+
+    Raises:
+        ValueError: If the id is not a family or a count is < 1.
+    """
+    for name, v in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if not env_id.startswith("metarobot/"):
+        raise ValueError(f"env_id must be a metarobot family id (metarobot/<Name>-v0), got {env_id!r}")
+    train, test = _split(env_id, n_train, n_test)
+    return list(train), list(test)
