@@ -33,17 +33,19 @@ import mujoco
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from mujoco import rollout
-
 from metarobot.envs.kernels import make_kernel
 from metarobot.envs.randomization import Task
 from metarobot.envs.randomized import RandomizedDynamics, find_randomized
+from mujoco import rollout
 
 __all__ = ["BatchedMujocoEnv", "make_batched"]
 
 _STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
-_MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP,
-          "disabled": AutoresetMode.DISABLED}
+_MODES = {
+    "next_step": AutoresetMode.NEXT_STEP,
+    "same_step": AutoresetMode.SAME_STEP,
+    "disabled": AutoresetMode.DISABLED,
+}
 
 
 def _make_world(env_id: str, env_kwargs: dict[str, Any]) -> RandomizedDynamics:
@@ -83,8 +85,14 @@ class BatchedMujocoEnv(VectorEnv):
         **env_kwargs: Any,
     ) -> None:
         if tasks is None:
-            if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-                raise ValueError(f"num_envs must be an integer >= 1 when tasks is None, got {num_envs!r}")
+            if (
+                isinstance(num_envs, bool)
+                or not isinstance(num_envs, (int, np.integer))
+                or num_envs < 1
+            ):
+                raise ValueError(
+                    f"num_envs must be an integer >= 1 when tasks is None, got {num_envs!r}"
+                )
             n = int(num_envs)
         else:
             tasks = list(tasks)
@@ -101,7 +109,9 @@ class BatchedMujocoEnv(VectorEnv):
             else autoreset_mode
         )
         if mode not in _MODES:
-            raise ValueError(f"autoreset_mode must be one of {sorted(_MODES)}, got {autoreset_mode!r}")
+            raise ValueError(
+                f"autoreset_mode must be one of {sorted(_MODES)}, got {autoreset_mode!r}"
+            )
         if nthread is None:
             nthread = os.cpu_count() or 1
         if isinstance(nthread, bool) or not isinstance(nthread, (int, np.integer)) or nthread < 0:
@@ -194,7 +204,10 @@ class BatchedMujocoEnv(VectorEnv):
         return info
 
     def reset(
-        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset worlds; world i is seeded with ``seed + i`` (Gymnasium's convention).
 
@@ -212,14 +225,18 @@ class BatchedMujocoEnv(VectorEnv):
         options = dict(options or {})
         unknown = set(options) - {"tasks", "task", "reset_mask"}
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: tasks, task, reset_mask")
+            raise ValueError(
+                f"unknown reset option(s) {sorted(unknown)}; allowed: tasks, task, reset_mask"
+            )
         n = self.num_envs
         if seed is None or isinstance(seed, (int, np.integer)):
             seeds = [None if seed is None else int(seed) + i for i in range(n)]
         else:
             seeds = list(seed)
             if len(seeds) != n:
-                raise ValueError(f"seed must be an int or a list of num_envs={n} seeds, got {len(seeds)}")
+                raise ValueError(
+                    f"seed must be an int or a list of num_envs={n} seeds, got {len(seeds)}"
+                )
         tasks: list[Task | None] = [None] * n
         if "tasks" in options:
             tl = list(options["tasks"])
@@ -265,14 +282,24 @@ class BatchedMujocoEnv(VectorEnv):
             raise ValueError(f"actions must have shape ({n}, {self._nu}), got {actions.shape}")
         if not np.all(np.isfinite(actions)):
             raise ValueError("actions must be finite (got NaN or inf)")
-        resetting = self._needs_reset.copy() if self.autoreset_mode is AutoresetMode.NEXT_STEP else np.zeros(n, bool)
+        resetting = (
+            self._needs_reset.copy()
+            if self.autoreset_mode is AutoresetMode.NEXT_STEP
+            else np.zeros(n, bool)
+        )
 
         old = self._state.copy()
         self._ctrl[:] = actions[:, None, :]
         self._pool.rollout(
-            self._models, self._datas, self._state, self._ctrl,
-            control_spec=int(mujoco.mjtState.mjSTATE_CTRL), skip_checks=True,
-            nstep=self.frame_skip, initial_warmstart=self._warm, state=self._out,
+            self._models,
+            self._datas,
+            self._state,
+            self._ctrl,
+            control_spec=int(mujoco.mjtState.mjSTATE_CTRL),
+            skip_checks=True,
+            nstep=self.frame_skip,
+            initial_warmstart=self._warm,
+            state=self._out,
         )
         new = self._out[:, -1]
         self._warm[:] = 0.0  # mujoco.rollout does not return the solver warm start
@@ -321,8 +348,12 @@ class BatchedMujocoEnv(VectorEnv):
                 final_info[i] = {"diverged": bool(diverged[i])}
                 self._reset_world(int(i), None, None)
                 obs[i] = self._obs[i]
-            infos.update(final_obs=final_obs, _final_obs=done.copy(),
-                         final_info=final_info, _final_info=done.copy())
+            infos.update(
+                final_obs=final_obs,
+                _final_obs=done.copy(),
+                final_info=final_info,
+                _final_info=done.copy(),
+            )
             self._goal = self._goal_arrays()
         return obs, reward, terminated, truncated, infos
 

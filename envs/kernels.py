@@ -74,7 +74,7 @@ class _ForwardKernel(Kernel):
         self.fw = float(env._forward_reward_weight)
         self.ctrl_w = float(env._ctrl_cost_weight)
 
-    def observation(self, qpos, qvel):  # noqa: ANN001, ANN201, D102
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         return np.concatenate([qpos[:, self.skip :], qvel], axis=1)
 
     def _basic(self, qpos0: np.ndarray, qpos1: np.ndarray, action: np.ndarray) -> Terms:
@@ -86,7 +86,9 @@ class _ForwardKernel(Kernel):
 class HalfCheetahKernel(_ForwardKernel):
     """HalfCheetah-v5: ``x_vel − 0.1·|a|²``, never terminates."""
 
-    def step_terms(self, qpos0, qpos1, qvel1, action):  # noqa: ANN001, ANN201, D102
+    def step_terms(
+        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+    ) -> Terms:
         t = self._basic(qpos0, qpos1, action)
         n = qpos1.shape[0]
         t["healthy"] = np.ones(n)
@@ -118,7 +120,7 @@ class _HealthyKernel(_ForwardKernel):
         self.angle_range = tuple(env._healthy_angle_range)
         self.state_range = getattr(env, "_healthy_state_range", None)
 
-    def observation(self, qpos, qvel):  # noqa: ANN001, ANN201, D102
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         return np.concatenate([qpos[:, self.skip :], np.clip(qvel, -10, 10)], axis=1)
 
     def healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
@@ -132,13 +134,16 @@ class _HealthyKernel(_ForwardKernel):
             ok &= np.all((lo < state) & (state < hi), axis=1)
         return ok
 
-    def step_terms(self, qpos0, qpos1, qvel1, action):  # noqa: ANN001, ANN201, D102
+    def step_terms(
+        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+    ) -> Terms:
         t = self._basic(qpos0, qpos1, action)
         h = self.healthy(qpos1, qvel1)
         t["healthy"] = h.astype(np.float64)
         t["terminated"] = ~h & self.terminate
         t["reward"] = (
-            self.fw * t["x_velocity"] + self.healthy_reward * t["healthy"]
+            self.fw * t["x_velocity"]
+            + self.healthy_reward * t["healthy"]
             - self.ctrl_w * t["ctrl_sq"]
         )
         return t
@@ -161,7 +166,11 @@ class AntKernel(Kernel):
             )
         body = env.model.body(env._main_body)
         jnt = body.jntadr[0] if body.jntnum[0] > 0 else -1
-        if jnt < 0 or env.model.jnt_type[jnt] != mujoco.mjtJoint.mjJNT_FREE or env.model.jnt_qposadr[jnt] != 0:
+        if (
+            jnt < 0
+            or env.model.jnt_type[jnt] != mujoco.mjtJoint.mjJNT_FREE
+            or env.model.jnt_qposadr[jnt] != 0
+        ):
             raise ValueError("the batched Ant needs a free-joint main body at qpos[0:3]")
         self.skip = 2 if env._exclude_current_positions_from_observation else 0
         self.fw = float(env._forward_reward_weight)
@@ -170,10 +179,12 @@ class AntKernel(Kernel):
         self.terminate = bool(env._terminate_when_unhealthy)
         self.z_range = tuple(env._healthy_z_range)
 
-    def observation(self, qpos, qvel):  # noqa: ANN001, ANN201, D102
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         return np.concatenate([qpos[:, self.skip :], qvel], axis=1)
 
-    def step_terms(self, qpos0, qpos1, qvel1, action):  # noqa: ANN001, ANN201, D102
+    def step_terms(
+        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+    ) -> Terms:
         vel = (qpos1[:, :2] - qpos0[:, :2]) / self.dt  # torso xpos == free-joint qpos
         finite = np.all(np.isfinite(qpos1), axis=1) & np.all(np.isfinite(qvel1), axis=1)
         z = qpos1[:, 2]
@@ -186,7 +197,8 @@ class AntKernel(Kernel):
             "terminated": ~h & self.terminate,
         }
         t["reward"] = (
-            self.fw * t["x_velocity"] + self.healthy_reward * t["healthy"]
+            self.fw * t["x_velocity"]
+            + self.healthy_reward * t["healthy"]
             - self.ctrl_w * t["ctrl_sq"]
         )
         return t
@@ -195,10 +207,12 @@ class AntKernel(Kernel):
 class InvertedPendulumKernel(Kernel):
     """InvertedPendulum-v5: reward 1 while the pole is within ±0.2 rad."""
 
-    def observation(self, qpos, qvel):  # noqa: ANN001, ANN201, D102
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         return np.concatenate([qpos, qvel], axis=1)
 
-    def step_terms(self, qpos0, qpos1, qvel1, action):  # noqa: ANN001, ANN201, D102
+    def step_terms(
+        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+    ) -> Terms:
         obs = self.observation(qpos1, qvel1)
         term = ~np.all(np.isfinite(obs), axis=1) | (np.abs(obs[:, 1]) > 0.2)
         n = qpos1.shape[0]
@@ -243,15 +257,16 @@ class ReacherKernel(Kernel):
             target = target + (qpos[:, adr] - q0)[:, None] * axis
         return tip - target
 
-    def observation(self, qpos, qvel):  # noqa: ANN001, ANN201, D102
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         theta = qpos[:, :2]
         return np.concatenate(
-            [np.cos(theta), np.sin(theta), qpos[:, 2:], qvel[:, :2],
-             self._vec(qpos)[:, :2]],
+            [np.cos(theta), np.sin(theta), qpos[:, 2:], qvel[:, :2], self._vec(qpos)[:, :2]],
             axis=1,
         )
 
-    def step_terms(self, qpos0, qpos1, qvel1, action):  # noqa: ANN001, ANN201, D102
+    def step_terms(
+        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+    ) -> Terms:
         n = qpos1.shape[0]
         ctrl_sq = self._ctrl_sq(action)
         return {

@@ -75,9 +75,7 @@ class ParamSpec:
         low = _check_finite_nonneg(f"{self.name}.low", self.low)
         high = _check_finite_nonneg(f"{self.name}.high", self.high)
         if low > high:
-            raise ValueError(
-                f"{self.name}: low must be <= high, got low={low!r} > high={high!r}"
-            )
+            raise ValueError(f"{self.name}: low must be <= high, got low={low!r} > high={high!r}")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -166,7 +164,7 @@ class Choice:
         """Return a copy whose error messages use ``name``."""
         return Choice(self.values, name)
 
-    def sample(self, rng: np.random.Generator, n_elements: int = 1) -> np.ndarray:  # noqa: ARG002
+    def sample(self, rng: np.random.Generator, n_elements: int = 1) -> np.ndarray:
         """Draw one value (as a length-1 array)."""
         return np.array([self.values[int(rng.integers(len(self.values)))]], dtype=np.float64)
 
@@ -357,7 +355,9 @@ class Task:
     def __str__(self) -> str:
         parts = [self.family.split("/")[-1]]
         for k, v in self.scales:
-            parts.append(f"{k}=" + ",".join(f"{x:.3g}" for x in v[:4]) + ("…" if len(v) > 4 else ""))
+            parts.append(
+                f"{k}=" + ",".join(f"{x:.3g}" for x in v[:4]) + ("…" if len(v) > 4 else "")
+            )
         if self.disabled_actuators:
             parts.append(f"disabled={list(self.disabled_actuators)}")
         for k, v in self.goal:

@@ -16,7 +16,6 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
-
 from metarobot.envs.randomization import (
     DYNAMICS_FIELDS,
     Choice,
@@ -66,7 +65,7 @@ class RandomizedDynamics(gym.Wrapper):
     ## Randomized parameters
     | keyword | field(s) written | elements |
     |---|---|---|
-    | ``body_mass`` | ``body_mass`` and ``body_inertia`` (same factor), then ``mj_setConst`` | bodies |
+    | ``body_mass`` | ``body_mass``, ``body_inertia`` (same factor); ``mj_setConst`` | bodies |
     | ``geom_friction`` | all three ``geom_friction`` coefficients | geoms |
     | ``dof_damping`` | ``dof_damping`` | dofs |
     | ``gravity`` | ``opt.gravity`` | x, y, z |
@@ -196,8 +195,10 @@ class RandomizedDynamics(gym.Wrapper):
 
     def nominal_task(self) -> Task:
         """The task with every scale at 1, nothing disabled, and goals at their range start."""
-        goal = {k: (s.values[0],) if isinstance(s, Choice) else (s.low,) for k, s in
-                self._goal_specs.items()}
+        goal = {
+            k: (s.values[0],) if isinstance(s, Choice) else (s.low,)
+            for k, s in self._goal_specs.items()
+        }
         return Task.make(self.family, {}, (), goal)
 
     def _sample_one(self, rng: np.random.Generator, split: str) -> Task:
@@ -213,8 +214,9 @@ class RandomizedDynamics(gym.Wrapper):
                 else:
                     specs[k] = v
         model = self._base.model
-        scales = {k: specs[k].sample(rng, _n_elements(model, k)) for k in DYNAMICS_FIELDS
-                  if k in specs}
+        scales = {
+            k: specs[k].sample(rng, _n_elements(model, k)) for k in DYNAMICS_FIELDS if k in specs
+        }
         dis = disabled.sample(rng) if disabled is not None else ()
         goal = {k: s.sample(rng, 1) for k, s in goal_specs.items()}
         return Task.make(self.family, scales, dis, goal)
@@ -344,7 +346,9 @@ class RandomizedDynamics(gym.Wrapper):
         before = divergence_count(data)
         obs, reward, terminated, truncated, info = self.env.step(action)
         if self._goal_specs:
-            reward = float(self.goal_reward(self.single_terms(info, action), self._goal_arrays())[0])
+            reward = float(
+                self.goal_reward(self.single_terms(info, action), self._goal_arrays())[0]
+            )
         diverged = (
             divergence_count(data) != before
             or not np.all(np.isfinite(obs))

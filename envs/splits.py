@@ -16,7 +16,6 @@ import functools
 import zlib
 
 import gymnasium as gym
-
 from metarobot.envs.randomization import Task
 from metarobot.envs.randomized import find_randomized
 
@@ -72,6 +71,8 @@ def task_split(env_id: str, n_train: int = 40, n_test: int = 10) -> tuple[list[T
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     if not env_id.startswith("metarobot/"):
-        raise ValueError(f"env_id must be a metarobot family id (metarobot/<Name>-v0), got {env_id!r}")
+        raise ValueError(
+            f"env_id must be a metarobot family id (metarobot/<Name>-v0), got {env_id!r}"
+        )
     train, test = _split(env_id, n_train, n_test)
     return list(train), list(test)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
-
 from metarobot.envs.families._base import Family
 from metarobot.envs.randomization import LogUniform, pearl_log_uniform
 
