@@ -65,6 +65,9 @@ class BatchedMujocoEnv(VectorEnv):
         tasks: One task per world. ``None`` means ``num_envs`` nominal tasks.
         num_envs: Number of worlds when ``tasks`` is None.
         nthread: Threads of the rollout pool; default: the number of CPU cores.
+        chunk_size: Worlds per thread-pool task; default ``max(1, N // (4 · nthread))``
+            (fewer, larger chunks than mujoco's default cut the pool's overhead; four chunks per
+            thread keep the load balanced across worlds of unequal cost).
         autoreset_mode: ``"next_step"``, ``"same_step"`` or ``"disabled"``.
         max_episode_steps: Time limit; default: the registered one.
         **env_kwargs: Passed to ``gym.make`` for each world.
@@ -80,6 +83,7 @@ class BatchedMujocoEnv(VectorEnv):
         *,
         num_envs: int | None = None,
         nthread: int | None = None,
+        chunk_size: int | None = None,
         autoreset_mode: str | AutoresetMode = "next_step",
         max_episode_steps: int | None = None,
         **env_kwargs: Any,
@@ -145,6 +149,15 @@ class BatchedMujocoEnv(VectorEnv):
         self._timestep = float(m.opt.timestep)
         self._models = [w.unwrapped.model for w in self._worlds]
         self._nthread = int(nthread)
+        if chunk_size is None:
+            chunk_size = max(1, n // (4 * max(1, self._nthread)))
+        if (
+            isinstance(chunk_size, bool)
+            or not isinstance(chunk_size, (int, np.integer))
+            or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        self._chunk = int(chunk_size)
         self._pool = rollout.Rollout(nthread=self._nthread)
         self._datas = [mujoco.MjData(m) for _ in range(max(1, self._nthread))]
         self._state = np.zeros((n, self._nstate))
@@ -300,6 +313,7 @@ class BatchedMujocoEnv(VectorEnv):
             nstep=self.frame_skip,
             initial_warmstart=self._warm,
             state=self._out,
+            chunk_size=self._chunk,
         )
         new = self._out[:, -1]
         self._warm[:] = 0.0  # mujoco.rollout does not return the solver warm start

@@ -1,0 +1,258 @@
+"""Collect episodes from the batched simulator; fit the value baseline; compute GAE.
+
+No learning happens here: this module turns (policy, parameter sets, tasks) into typed tensors.
+Episodes are laid out task-major, ``[N tasks, K episodes, T steps, ...]``, padded to the horizon
+with a validity ``mask``.
+
+Randomness: task i draws everything from ``np.random.default_rng(seed_i)`` — first the reset seeds
+of its K worlds, then all of its action noise — so its episodes do not depend on which other tasks
+are collected alongside it (``adapt_many`` equals sequential ``adapt``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from metarobot.envs.batched import BatchedMujocoEnv
+from metarobot.policies import Policy, gaussian_log_prob
+
+__all__ = ["EpisodeBatch", "collect", "compute_advantages", "linear_baseline"]
+
+
+@dataclass
+class EpisodeBatch:
+    """Episodes of N tasks × K episodes padded to T steps.
+
+    Attributes:
+        obs: Normalized observations ``[N, K, T, obs_dim]`` (float32).
+        raw_obs: Raw observations ``[N, K, T, obs_dim]`` (float32), for normalizer updates.
+        actions: Sampled actions ``[N, K, T, act_dim]`` (before clipping to the action space).
+        rewards: ``[N, K, T]``.
+        mask: 1 for steps inside the episode, else 0 ``[N, K, T]``.
+        logp: Log-probability of ``actions`` under the sampling parameters ``[N, K, T]``.
+        returns: Undiscounted episode returns ``[N, K]``.
+        diverged: Number of episodes that ended because the simulation diverged.
+        advantages: Normalized GAE advantages ``[N, K, T]`` (after ``compute_advantages``).
+    """
+
+    obs: torch.Tensor
+    raw_obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    mask: torch.Tensor
+    logp: torch.Tensor
+    returns: torch.Tensor
+    diverged: int
+    advantages: torch.Tensor | None = None
+
+    def task(self, i: int) -> EpisodeBatch:
+        """The episodes of task ``i`` (leading dimension kept, size 1)."""
+        sl = slice(i, i + 1)
+        return EpisodeBatch(
+            self.obs[sl],
+            self.raw_obs[sl],
+            self.actions[sl],
+            self.rewards[sl],
+            self.mask[sl],
+            self.logp[sl],
+            self.returns[sl],
+            0,
+            None if self.advantages is None else self.advantages[sl],
+        )
+
+    def loss_inputs(self) -> dict[str, torch.Tensor]:
+        """The tensors a surrogate loss needs, each with leading task dimension."""
+        if self.advantages is None:
+            raise ValueError("advantages are not computed yet; call compute_advantages first")
+        return {
+            "obs": self.obs,
+            "actions": self.actions,
+            "logp": self.logp,
+            "adv": self.advantages,
+            "mask": self.mask,
+        }
+
+
+def task_rngs(seeds: Sequence[int | None]) -> list[np.random.Generator]:
+    """One generator per task (``None`` draws fresh entropy)."""
+    return [np.random.default_rng(s) for s in seeds]
+
+
+def collect(
+    policy: Policy,
+    env: BatchedMujocoEnv,
+    params: Mapping[str, torch.Tensor],
+    *,
+    n_tasks: int,
+    episodes: int,
+    seeds: Sequence[int | None],
+    stacked: bool,
+    deterministic: bool = False,
+) -> EpisodeBatch:
+    """Run one episode in each of the ``n_tasks × episodes`` worlds of ``env``.
+
+    Args:
+        policy: Supplies the network shape and the (frozen) observation normalizer.
+        env: Batched env whose world ``i·episodes + k`` runs task ``i``; autoreset is not used.
+        params: Parameters; with ``stacked=True`` each tensor has a leading task dimension.
+        n_tasks: N.
+        episodes: K, episodes per task.
+        seeds: One seed per task (world reset seeds and action noise are drawn from it).
+        stacked: Whether ``params`` holds one parameter set per task.
+        deterministic: Act with the mean action (no noise).
+
+    Returns:
+        The episodes.
+
+    Raises:
+        ValueError: If the env's world count or spaces do not match.
+    """
+    n, k = n_tasks, episodes
+    if env.num_envs != n * k:
+        raise ValueError(f"env has {env.num_envs} worlds, expected n_tasks·episodes = {n * k}")
+    obs_dim = env.single_observation_space.shape[0]
+    act_dim = env.single_action_space.shape[0]
+    if obs_dim != policy.obs_dim or act_dim != policy.act_dim:
+        raise ValueError(
+            f"policy has obs/act sizes ({policy.obs_dim}, {policy.act_dim}) but env {env.env_id} "
+            f"has ({obs_dim}, {act_dim})"
+        )
+    if len(seeds) != n:
+        raise ValueError(f"seeds must hold one seed per task ({n}), got {len(seeds)}")
+    horizon = int(env.max_episode_steps)
+    rngs = task_rngs(seeds)
+    reset_seeds = [int(s) for r in rngs for s in r.integers(0, 2**31 - 1, size=k)]
+    noise = np.stack([r.standard_normal((horizon, k, act_dim)) for r in rngs], axis=1)
+    # noise: [T, N, K, A]
+    low, high = env.single_action_space.low, env.single_action_space.high
+    dev = policy.device
+
+    def dist(p: Mapping[str, torch.Tensor], o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return policy.distribution(p, o)
+
+    batched_dist = vmap(dist) if stacked else None
+    # Act in float64 and round actions to float32: the rounding absorbs the last-bit differences
+    # that batched float matmuls of different batch sizes produce, so a task's episodes are the
+    # same whether it is collected alone or with others (chaotic robots would amplify them).
+    params64 = {key: v.double() for key, v in params.items()}
+
+    obs_buf = np.zeros((horizon, n, k, obs_dim), dtype=np.float32)
+    act_buf = np.zeros((horizon, n, k, act_dim), dtype=np.float32)
+    rew_buf = np.zeros((horizon, n, k), dtype=np.float32)
+    mask_buf = np.zeros((horizon, n, k), dtype=np.float32)
+    logp_buf = np.zeros((horizon, n, k), dtype=np.float32)
+    alive = np.ones(n * k, dtype=bool)
+    diverged = np.zeros(n * k, dtype=bool)
+    obs, _ = env.reset(seed=reset_seeds)
+    with torch.no_grad():
+        for t in range(horizon):
+            o = torch.as_tensor(obs.astype(np.float32), device=dev).reshape(n, k, obs_dim)
+            on = policy.normalize(o).double()
+            if stacked:
+                mean, log_std = batched_dist(params64, on)  # [N,K,A], [N,A]
+                log_std = log_std[:, None, :]
+            else:
+                mean, log_std = dist(params64, on)
+            eps = torch.as_tensor(noise[t], device=dev, dtype=torch.float64)
+            act = (mean if deterministic else mean + torch.exp(log_std) * eps).float()
+            logp = gaussian_log_prob(mean.float(), log_std.float(), act)
+            a_np = act.cpu().numpy()
+            obs_buf[t], act_buf[t] = o.cpu().numpy(), a_np
+            logp_buf[t] = logp.cpu().numpy()
+            mask_buf[t] = alive.reshape(n, k)
+            obs, rew, term, trunc, info = env.step(np.clip(a_np.reshape(n * k, act_dim), low, high))
+            rew_buf[t] = np.where(alive, rew, 0.0).reshape(n, k)
+            diverged |= alive & info["diverged"]
+            alive &= ~(term | trunc)
+            if not alive.any():
+                horizon_used = t + 1
+                break
+        else:
+            horizon_used = horizon
+
+    def tt(x: np.ndarray) -> torch.Tensor:
+        # [T, N, K, ...] -> [N, K, T, ...]
+        x = x[:horizon_used]
+        return torch.as_tensor(np.ascontiguousarray(np.moveaxis(x, 0, 2)), device=dev)
+
+    raw = tt(obs_buf)
+    rewards = tt(rew_buf)
+    return EpisodeBatch(
+        obs=policy.normalize(raw),
+        raw_obs=raw,
+        actions=tt(act_buf),
+        rewards=rewards,
+        mask=tt(mask_buf),
+        logp=tt(logp_buf),
+        returns=rewards.sum(-1),
+        diverged=int(diverged.sum()),
+    )
+
+
+def _discounted(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    out = torch.zeros_like(rewards)
+    run = torch.zeros_like(rewards[..., 0])
+    for t in range(rewards.shape[-1] - 1, -1, -1):
+        run = (rewards[..., t] + gamma * run) * mask[..., t]
+        out[..., t] = run
+    return out
+
+
+def linear_baseline(batch: EpisodeBatch, gamma: float, reg: float = 1e-5) -> torch.Tensor:
+    """Per-task linear value baseline (MAML's ``LinearFeatureBaseline``), fitted by ridge
+    regression of discounted returns on ``[o, o², t, t², t³, 1]`` over the task's episodes.
+
+    Returns:
+        Values ``[N, K, T]`` (0 outside episodes).
+    """
+    obs = batch.obs.double()
+    n, k, t_len, _ = obs.shape
+    mask = batch.mask.double()
+    t = torch.arange(t_len, dtype=torch.float64, device=obs.device) / 100.0
+    t = t.view(1, 1, t_len, 1).expand(n, k, t_len, 1)
+    feats = torch.cat([obs, obs**2, t, t**2, t**3, torch.ones_like(t)], dim=-1)
+    feats = feats * mask[..., None]
+    targets = _discounted(batch.rewards.double(), mask, gamma)
+    x = feats.reshape(n, k * t_len, -1)
+    y = targets.reshape(n, k * t_len, 1)
+    xtx = x.transpose(1, 2) @ x
+    xty = x.transpose(1, 2) @ y
+    eye = torch.eye(xtx.shape[-1], dtype=torch.float64, device=obs.device)
+    scale = xtx.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1.0)[:, None, None]
+    w = torch.linalg.solve(xtx + reg * scale * eye, xty)
+    values = (x @ w).reshape(n, k, t_len) * mask
+    return values
+
+
+def compute_advantages(
+    batch: EpisodeBatch, gamma: float = 0.99, lam: float = 0.95, normalize: bool = True
+) -> EpisodeBatch:
+    """Fill ``batch.advantages`` with GAE(γ, λ) on the linear baseline, normalized per task.
+
+    Returns:
+        The same batch (advantages set).
+    """
+    values = linear_baseline(batch, gamma)
+    rew = batch.rewards.double()
+    mask = batch.mask.double()
+    t_len = rew.shape[-1]
+    adv = torch.zeros_like(rew)
+    last = torch.zeros_like(rew[..., 0])
+    for t in range(t_len - 1, -1, -1):
+        nxt_mask = mask[..., t + 1] if t + 1 < t_len else torch.zeros_like(last)
+        nxt_v = values[..., t + 1] if t + 1 < t_len else torch.zeros_like(last)
+        delta = rew[..., t] + gamma * nxt_v * nxt_mask - values[..., t]
+        last = (delta + gamma * lam * nxt_mask * last) * mask[..., t]
+        adv[..., t] = last
+    if normalize:
+        cnt = mask.sum(dim=(1, 2), keepdim=True).clamp_min(1.0)
+        mu = (adv * mask).sum(dim=(1, 2), keepdim=True) / cnt
+        var = (((adv - mu) * mask) ** 2).sum(dim=(1, 2), keepdim=True) / cnt
+        adv = (adv - mu) / torch.sqrt(var + 1e-8) * mask
+    batch.advantages = adv.float()
+    return batch
