@@ -11,6 +11,7 @@ frozen during adaptation.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -79,7 +80,7 @@ class GaussianMLP(nn.Module):
         super().__init__()
         sizes = (obs_dim, *hidden)
         layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        for a, b in itertools.pairwise(sizes):
             layers += [nn.Linear(a, b), nn.Tanh()]
         out = nn.Linear(sizes[-1], act_dim)
         layers.append(out)

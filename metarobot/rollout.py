@@ -204,8 +204,10 @@ def _discounted(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torc
 
 
 def linear_baseline(batch: EpisodeBatch, gamma: float, reg: float = 1e-5) -> torch.Tensor:
-    """Per-task linear value baseline (MAML's ``LinearFeatureBaseline``), fitted by ridge
-    regression of discounted returns on ``[o, o², t, t², t³, 1]`` over the task's episodes.
+    """Per-task linear value baseline (MAML's ``LinearFeatureBaseline``).
+
+    Fitted by ridge regression of discounted returns on ``[o, o², t, t², t³, 1]`` over the task's
+    episodes: no training, unbiased per task, and cheap enough to refit for every batch.
 
     Returns:
         Values ``[N, K, T]`` (0 outside episodes).
