@@ -19,6 +19,7 @@ import torch
 from torch.func import vmap
 
 from metarobot.envs.batched import BatchedMujocoEnv
+from metarobot.envs.randomization import Task
 from metarobot.policies import Policy, gaussian_log_prob
 
 __all__ = ["EpisodeBatch", "collect", "compute_advantages", "linear_baseline"]
@@ -93,6 +94,7 @@ def collect(
     seeds: Sequence[int | None],
     stacked: bool,
     deterministic: bool = False,
+    tasks: Sequence[Task] | None = None,
 ) -> EpisodeBatch:
     """Run one episode in each of the ``n_tasks × episodes`` worlds of ``env``.
 
@@ -105,6 +107,8 @@ def collect(
         seeds: One seed per task (world reset seeds and action noise are drawn from it).
         stacked: Whether ``params`` holds one parameter set per task.
         deterministic: Act with the mean action (no noise).
+        tasks: If given, the N tasks to switch the worlds to (task i in worlds
+            ``i·episodes … i·episodes + episodes − 1``); else the worlds keep their tasks.
 
     Returns:
         The episodes.
@@ -148,7 +152,12 @@ def collect(
     logp_buf = np.zeros((horizon, n, k), dtype=np.float32)
     alive = np.ones(n * k, dtype=bool)
     diverged = np.zeros(n * k, dtype=bool)
-    obs, _ = env.reset(seed=reset_seeds)
+    options = None
+    if tasks is not None:
+        if len(tasks) != n:
+            raise ValueError(f"tasks must hold one task per task slot ({n}), got {len(tasks)}")
+        options = {"tasks": [t for t in tasks for _ in range(k)]}
+    obs, _ = env.reset(seed=reset_seeds, options=options)
     with torch.no_grad():
         for t in range(horizon):
             o = torch.as_tensor(obs.astype(np.float32), device=dev).reshape(n, k, obs_dim)

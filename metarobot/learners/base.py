@@ -1,0 +1,315 @@
+"""The shared meta-training loop.
+
+``MetaLearner.train`` owns the loop — sample training tasks → collect pre-adaptation episodes →
+algorithm step (inner adaptation + outer update) → update the observation normalizer → log →
+checkpoint — and each algorithm writes only ``outer_step`` (SB3's ``train()`` idea).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from metarobot.checkpoint import robot_name
+from metarobot.envs import Task, make_batched, task_split
+from metarobot.policies import Params, Policy, resolve_device
+from metarobot.rollout import EpisodeBatch, collect, compute_advantages
+
+__all__ = ["MetaConfig", "MetaLearner", "make_policy"]
+
+
+def make_policy(
+    env_id: str,
+    *,
+    hidden: Sequence[int] = (64, 64),
+    init_log_std: float = 0.0,
+    inner_lr: float = 0.1,
+    seed: int = 0,
+) -> Policy:
+    """A fresh policy sized for ``env_id``, with its metadata (family, robot, spaces)."""
+    env = gym.make(env_id, disable_env_checker=True)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+        meta = {
+            "family": env_id,
+            "robot": robot_name(env),
+            "observation_shape": list(obs_space.shape),
+            "action_low": np.asarray(act_space.low).tolist(),
+            "action_high": np.asarray(act_space.high).tolist(),
+        }
+    finally:
+        env.close()
+    return Policy.create(
+        int(obs_space.shape[0]),
+        int(act_space.shape[0]),
+        hidden=tuple(hidden),
+        init_log_std=init_log_std,
+        inner_lr=inner_lr,
+        seed=seed,
+        meta=meta,
+    )
+
+
+@dataclass
+class MetaConfig:
+    """Hyper-parameters shared by every meta-learner.
+
+    Attributes:
+        meta_batch: Tasks per iteration.
+        episodes: K, adaptation episodes per task (inner loop data).
+        post_episodes: Episodes per task after adaptation (outer loss data).
+        inner_steps: S, adaptation gradient steps.
+        inner_lr: Initial adaptation step size α.
+        outer_lr: Outer learning rate (Adam for the MAML family; ε for Reptile).
+        outer_epochs: Passes of the clipped outer surrogate over each batch.
+        clip: Clip range of the surrogate (inner and outer).
+        gamma: Discount.
+        lam: GAE λ.
+        hidden: Hidden layer sizes.
+        init_log_std: Initial log std of the policy.
+        n_train_tasks: Size of the frozen training split to sample from.
+        seed: Seed of everything (weights, task sampling, episodes).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        nthread: Simulator threads (default: all cores).
+    """
+
+    meta_batch: int = 20
+    episodes: int = 2
+    post_episodes: int = 2
+    inner_steps: int = 1
+    inner_lr: float = 0.1
+    outer_lr: float = 1e-3
+    outer_epochs: int = 5
+    clip: float = 0.2
+    gamma: float = 0.99
+    lam: float = 0.95
+    hidden: tuple[int, ...] = (64, 64)
+    init_log_std: float = 0.0
+    n_train_tasks: int = 40
+    seed: int = 0
+    device: str = "auto"
+    nthread: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad field and its allowed range."""
+        for name in (
+            "meta_batch",
+            "episodes",
+            "post_episodes",
+            "inner_steps",
+            "outer_epochs",
+            "n_train_tasks",
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("inner_lr", "outer_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number in (0, inf), got {v!r}")
+        if not (0 < self.clip < 1):
+            raise ValueError(f"clip must be in (0, 1), got {self.clip!r}")
+        for name in ("gamma", "lam"):
+            v = getattr(self, name)
+            if not (0 <= v <= 1):
+                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+        resolve_device(self.device)
+
+
+class MetaLearner:
+    """Base of every meta-learner: owns the loop; subclasses implement :meth:`outer_step`.
+
+    Args:
+        env_id: The family to meta-train on (its frozen training split).
+        policy: Initial policy; default: a fresh one sized for the family.
+        **config: Fields of :class:`MetaConfig`.
+
+    Raises:
+        ValueError: On an unknown or invalid config field.
+    """
+
+    name: ClassVar[str] = "meta"
+
+    def __init__(self, env_id: str, policy: Policy | None = None, **config: Any) -> None:
+        fields = {f.name for f in dataclasses.fields(MetaConfig)}
+        unknown = set(config) - fields
+        if unknown:
+            raise ValueError(f"unknown config key(s) {sorted(unknown)}; allowed: {sorted(fields)}")
+        if "hidden" in config:
+            config["hidden"] = tuple(config["hidden"])
+        self.config = MetaConfig(**config)
+        self.config.validate()
+        cfg = self.config
+        self.env_id = env_id
+        self.device = resolve_device(cfg.device)
+        self.train_tasks: list[Task] = task_split(env_id, n_train=cfg.n_train_tasks)[0]
+        if policy is None:
+            policy = make_policy(
+                env_id,
+                hidden=cfg.hidden,
+                init_log_std=cfg.init_log_std,
+                inner_lr=cfg.inner_lr,
+                seed=cfg.seed,
+            )
+        self.policy = policy.clone().to(self.device)
+        self.policy.meta.update(
+            algorithm=self.name,
+            config=self._config_dict(),
+            inner_steps=cfg.inner_steps,
+            family=env_id,
+        )
+        self.rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x3E7A]))
+        self.iteration = 0
+        self.history: list[dict[str, float]] = []
+        self._envs: dict[int, Any] = {}
+        self.setup()
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self) -> None:
+        """Create optimizers etc. (after the policy exists)."""
+
+    def outer_step(
+        self, tasks: list[Task], pre: EpisodeBatch, seeds: list[int]
+    ) -> dict[str, float]:
+        """Adapt to each task from ``pre`` and update the meta-parameters.
+
+        Returns:
+            Metrics to log (e.g. ``post_return``).
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+    def _config_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self.config)
+        d["hidden"] = list(d["hidden"])
+        return d
+
+    def env_for(self, episodes: int) -> Any:
+        """A cached batched env with ``meta_batch × episodes`` worlds."""
+        n = self.config.meta_batch * episodes
+        if n not in self._envs:
+            tasks = [self.train_tasks[i % len(self.train_tasks)] for i in range(n)]
+            self._envs[n] = make_batched(
+                self.env_id, tasks, autoreset_mode="disabled", nthread=self.config.nthread
+            )
+        return self._envs[n]
+
+    def collect(
+        self, tasks: list[Task], params: Params, seeds: list[int], episodes: int, stacked: bool
+    ) -> EpisodeBatch:
+        """Collect ``episodes`` per task and compute advantages."""
+        env = self.env_for(episodes)
+        batch = collect(
+            self.policy,
+            env,
+            params,
+            n_tasks=len(tasks),
+            episodes=episodes,
+            seeds=seeds,
+            stacked=stacked,
+            tasks=tasks,
+        )
+        return compute_advantages(batch, self.config.gamma, self.config.lam)
+
+    def stack(self, params: Params, n: int) -> Params:
+        """``n`` copies of ``params`` along a new leading dimension."""
+        return {k: v.detach().unsqueeze(0).expand(n, *v.shape).clone() for k, v in params.items()}
+
+    # ------------------------------------------------------------------ loop
+    def step(self) -> dict[str, float]:
+        """One meta-iteration."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        idx = self.rng.choice(
+            len(self.train_tasks),
+            size=cfg.meta_batch,
+            replace=cfg.meta_batch > len(self.train_tasks),
+        )
+        tasks = [self.train_tasks[int(i)] for i in idx]
+        seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, size=cfg.meta_batch)]
+        pre = self.collect(tasks, self.policy.params, seeds, cfg.episodes, stacked=False)
+        metrics = self.outer_step(tasks, pre, seeds)
+        self.policy.normalizer.update(pre.raw_obs.reshape(-1, self.policy.obs_dim).cpu().numpy())
+        self.iteration += 1
+        row = {
+            "iteration": float(self.iteration),
+            "pre_return": float(pre.returns.mean()),
+            "diverged": float(pre.diverged),
+            **metrics,
+            "seconds": time.perf_counter() - t0,
+        }
+        self.history.append(row)
+        return row
+
+    def train(
+        self,
+        iterations: int,
+        *,
+        log_path: str | Path | None = None,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int = 10,
+        progress: bool = True,
+        callback: Callable[[MetaLearner, dict[str, float]], None] | None = None,
+    ) -> Policy:
+        """Run ``iterations`` meta-iterations.
+
+        Args:
+            iterations: Number of iterations (>= 1).
+            log_path: CSV file that receives one row per iteration.
+            checkpoint_path: Where the meta-policy is saved every ``checkpoint_every`` iterations
+                and at the end.
+            checkpoint_every: Checkpoint period in iterations.
+            progress: Show a progress bar.
+            callback: Called after every iteration with the learner and its metrics.
+
+        Returns:
+            The meta-trained policy (a copy).
+        """
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+        writer = None
+        fh = None
+        try:
+            bar = tqdm(range(iterations), desc=f"{self.name} {self.env_id}", disable=not progress)
+            for _ in bar:
+                row = self.step()
+                bar.set_postfix(
+                    pre=f"{row['pre_return']:.1f}",
+                    post=f"{row.get('post_return', float('nan')):.1f}",
+                )
+                if log_path is not None:
+                    if writer is None:
+                        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+                        fh = open(log_path, "w", newline="")  # noqa: SIM115
+                        writer = csv.DictWriter(fh, fieldnames=list(row))
+                        writer.writeheader()
+                    writer.writerow(row)
+                    fh.flush()
+                if callback is not None:
+                    callback(self, row)
+                if checkpoint_path is not None and self.iteration % checkpoint_every == 0:
+                    self.policy.save(checkpoint_path)
+        finally:
+            if fh is not None:
+                fh.close()
+        self.policy.meta["iterations"] = self.iteration
+        if checkpoint_path is not None:
+            self.policy.save(checkpoint_path)
+        return self.policy.clone()
+
+    def close(self) -> None:
+        """Release the simulators."""
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
