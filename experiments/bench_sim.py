@@ -23,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
-import metarobot.envs as me
 import mujoco
 import numpy as np
+
+import metarobot.envs as me
 
 ROBOTS = {"HalfCheetah": "metarobot/HalfCheetahRandParams-v0", "Ant": "metarobot/AntRandParams-v0"}
 
