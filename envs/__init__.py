@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+
 from metarobot.envs.batched import BatchedMujocoEnv, make_batched
 from metarobot.envs.families import ALL_FAMILIES, Family
 from metarobot.envs.randomization import (

@@ -33,10 +33,11 @@ import mujoco
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+from mujoco import rollout
+
 from metarobot.envs.kernels import make_kernel
 from metarobot.envs.randomization import Task
 from metarobot.envs.randomized import RandomizedDynamics, find_randomized
-from mujoco import rollout
 
 __all__ = ["BatchedMujocoEnv", "make_batched"]
 

@@ -40,7 +40,11 @@ DYNAMICS_FIELDS: tuple[str, ...] = (
     "dof_damping",
     "gravity",
     "actuator_gear",
+    "actuator_direction",
 )
+
+#: Fields whose values are signs (±1: a motor wired normally or in reverse), not scales.
+SIGN_FIELDS: tuple[str, ...] = ("actuator_direction",)
 
 
 def _check_finite_nonneg(name: str, value: float) -> float:
@@ -228,12 +232,12 @@ class DisabledActuators:
                     )
 
 
-def as_spec(name: str, value: Any) -> ParamSpec:
+def as_spec(name: str, value: Any) -> ParamSpec | Choice:
     """Turn a user value into a spec: a ``(lo, hi)`` tuple means a uniform scale range.
 
     Args:
         name: Parameter name, used in error messages.
-        value: A :class:`ParamSpec` or a ``(low, high)`` pair.
+        value: A :class:`ParamSpec`, a :class:`Choice` or a ``(low, high)`` pair.
 
     Returns:
         The spec, named ``name``.
@@ -241,7 +245,9 @@ def as_spec(name: str, value: Any) -> ParamSpec:
     Raises:
         ValueError: If ``value`` is neither, or the range is invalid.
     """
-    if isinstance(value, ParamSpec):
+    if isinstance(value, Choice) and name not in SIGN_FIELDS and min(value.values) < 0:
+        raise ValueError(f"{name}: scale choices must be in [0, inf), got {value.values!r}")
+    if isinstance(value, (ParamSpec, Choice)):
         return value.named(name)
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
         return Uniform(value[0], value[1], False, name)
@@ -299,7 +305,10 @@ class Task:
                     f"unknown parameter {name!r}; allowed names are {list(DYNAMICS_FIELDS)}"
                 )
             vals = _floats(name, values)
-            if any(v < 0.0 for v in vals):
+            if name in SIGN_FIELDS:
+                if any(v not in (-1.0, 1.0) for v in vals):
+                    raise ValueError(f"{name} values must be -1 or +1, got {values!r}")
+            elif any(v < 0.0 for v in vals):
                 raise ValueError(f"{name} scales must be in [0, inf), got {values!r}")
             scale_items.append((name, vals))
         dis = tuple(sorted({int(i) for i in disabled_actuators}))

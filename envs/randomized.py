@@ -16,6 +16,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
 from metarobot.envs.randomization import (
     DYNAMICS_FIELDS,
     Choice,
@@ -45,6 +46,7 @@ def _n_elements(model: mujoco.MjModel, name: str) -> int:
         "dof_damping": model.nv,
         "gravity": 3,
         "actuator_gear": model.nu,
+        "actuator_direction": model.nu,
     }[name]
 
 
@@ -70,6 +72,7 @@ class RandomizedDynamics(gym.Wrapper):
     | ``dof_damping`` | ``dof_damping`` | dofs |
     | ``gravity`` | ``opt.gravity`` | x, y, z |
     | ``actuator_gear`` | ``actuator_gear`` rows | actuators |
+    | ``actuator_direction`` | sign of the gear rows (a motor wired in reverse) | actuators |
     | ``disabled_actuators`` | gear row and gain set to 0 (a crippled limb) | actuator groups |
 
     ``goal`` adds reward parameters (target velocity, direction) for reward-varying families;
@@ -92,6 +95,7 @@ class RandomizedDynamics(gym.Wrapper):
         dof_damping: Scale range of joint damping.
         gravity: Scale range of gravity.
         actuator_gear: Scale range of actuator strength.
+        actuator_direction: ``Choice`` of signs ±1 of the actuator gear (reversed wiring).
         disabled_actuators: Which actuators may fail (``DisabledActuators`` or a tuple of
             candidate indices, one failing per task).
         goal: Reward parameters, name → spec (``Uniform``/``Choice``); absolute values.
@@ -113,6 +117,7 @@ class RandomizedDynamics(gym.Wrapper):
         dof_damping: Any = None,
         gravity: Any = None,
         actuator_gear: Any = None,
+        actuator_direction: Any = None,
         disabled_actuators: Any = None,
         goal: Mapping[str, ParamSpec | Choice] | None = None,
         test_overrides: Mapping[str, Any] | None = None,
@@ -149,8 +154,17 @@ class RandomizedDynamics(gym.Wrapper):
             "dof_damping": dof_damping,
             "gravity": gravity,
             "actuator_gear": actuator_gear,
+            "actuator_direction": actuator_direction,
         }
-        self._specs: dict[str, ParamSpec] = {
+        if actuator_direction is not None and not (
+            isinstance(actuator_direction, Choice)
+            and set(actuator_direction.values) <= {-1.0, 1.0}
+        ):
+            raise ValueError(
+                "actuator_direction must be a Choice of signs, e.g. Choice((-1.0, 1.0)), got "
+                f"{actuator_direction!r}"
+            )
+        self._specs: dict[str, ParamSpec | Choice] = {
             k: as_spec(k, v) for k, v in raw.items() if v is not None
         }
         self._disabled = self._disabled_spec(disabled_actuators, model.nu)
@@ -260,7 +274,10 @@ class RandomizedDynamics(gym.Wrapper):
             n = _n_elements(model, name)
             if len(values) not in (1, n):
                 raise ValueError(f"{name}: a task needs 1 or {n} scale values, got {len(values)}")
-            if any((not math.isfinite(v)) or v < 0 for v in values):
+            if name == "actuator_direction":
+                if any(v not in (-1.0, 1.0) for v in values):
+                    raise ValueError(f"{name}: values must be -1 or +1, got {values}")
+            elif any((not math.isfinite(v)) or v < 0 for v in values):
                 raise ValueError(f"{name}: scales must be finite and in [0, inf), got {values}")
         for i in task.disabled_actuators:
             if i >= model.nu:
@@ -302,6 +319,7 @@ class RandomizedDynamics(gym.Wrapper):
         model.dof_damping[:] = p["dof_damping"] * np.asarray(task.scale("dof_damping") or (1.0,))
         model.opt.gravity[:] = p["gravity"] * np.asarray(task.scale("gravity") or (1.0,))
         gear = np.asarray(task.scale("actuator_gear") or (1.0,))
+        gear = gear * np.asarray(task.scale("actuator_direction") or (1.0,))
         model.actuator_gear[:] = p["actuator_gear"] * gear[:, None]
         model.actuator_gainprm[:] = p["actuator_gainprm"]
         model.actuator_biasprm[:] = p["actuator_biasprm"]

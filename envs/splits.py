@@ -16,6 +16,7 @@ import functools
 import zlib
 
 import gymnasium as gym
+
 from metarobot.envs.randomization import Task
 from metarobot.envs.randomized import find_randomized
 

@@ -8,6 +8,7 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
+
 from metarobot.envs.randomized import RandomizedDynamics
 
 

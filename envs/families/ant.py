@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from metarobot.envs.families._base import Family, FreshAntEnv
 from metarobot.envs.randomization import (
     DisabledActuators,

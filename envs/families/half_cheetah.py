@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
 from metarobot.envs.families._base import Family
 from metarobot.envs.randomization import (
     Choice,

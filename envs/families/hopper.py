@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+
 from metarobot.envs.families._base import Family
 from metarobot.envs.randomization import pearl_log_uniform
 

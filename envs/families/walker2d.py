@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
+
 from metarobot.envs.families._base import Family
 from metarobot.envs.randomization import pearl_log_uniform
 
