@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.func import grad, vmap
 
+from metarobot.checkpoint import check_compatible
 from metarobot.envs import BatchedMujocoEnv, Task, find_randomized, make_batched
 from metarobot.policies import Params, Policy, gaussian_log_prob, resolve_device
 from metarobot.rollout import EpisodeBatch, collect, compute_advantages
@@ -129,8 +130,19 @@ def adapt_many(
     Raises:
         ValueError: On bad counts, step sizes, device, or a policy that does not fit the env.
     """
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must be a metarobot Policy, got {type(policy)!r}")
     k = _check_positive_int("episodes", episodes)
     s = _default_steps(policy, steps)
+    if not (isinstance(clip, (int, float)) and 0 < clip < 1):
+        raise ValueError(f"clip must be a number in (0, 1), got {clip!r}")
+    for name, v in (("gamma", gamma), ("lam", lam)):
+        if not (isinstance(v, (int, float)) and 0 <= v <= 1):
+            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+    ):
+        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
     tasks = list(tasks)
     n = len(tasks)
     if n < 1:
@@ -146,6 +158,7 @@ def adapt_many(
         env_id, [t for t in tasks for _ in range(k)], autoreset_mode="disabled", nthread=nthread
     )
     try:
+        check_compatible(work, env._worlds[0])
         stacked = {
             key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()
         }

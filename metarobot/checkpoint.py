@@ -59,6 +59,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; give the checkpoint the mode a plain open() would.
+        if target.exists():
+            mode = target.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -128,6 +136,7 @@ def load(path: str | os.PathLike[str], env: gym.Env | None = None) -> Policy:
             raw["inner_lr"],
             json.loads(raw.get("meta") or "{}"),
         )
+        policy.meta["saved_with"] = dict(raw.get("versions") or {})
         expected = {k: v.shape for k, v in net.named_parameters()}
         got = {k: v.shape for k, v in policy.params.items()}
         if expected != got:

@@ -66,7 +66,8 @@ class GaussianMLP(nn.Module):
         act_dim: Action size.
         hidden: Hidden layer sizes.
         init_log_std: Initial log standard deviation of every action dimension.
-        generator: Generator of the (orthogonal) weight initialization.
+        generator: Generator of the (orthogonal) weight initialization; torch's global
+            generator is never used.
     """
 
     def __init__(
@@ -80,19 +81,24 @@ class GaussianMLP(nn.Module):
         super().__init__()
         sizes = (obs_dim, *hidden)
         layers: list[nn.Module] = []
+        # Built on the meta device (no storage, no draws from torch's global generator), then
+        # materialized and initialized from ``generator`` only.
         for a, b in itertools.pairwise(sizes):
-            layers += [nn.Linear(a, b), nn.Tanh()]
-        out = nn.Linear(sizes[-1], act_dim)
+            layers += [nn.Linear(a, b, device="meta"), nn.Tanh()]
+        out = nn.Linear(sizes[-1], act_dim, device="meta")
         layers.append(out)
         self.mean = nn.Sequential(*layers)
-        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+        self.log_std = nn.Parameter(torch.empty(act_dim, device="meta"))
+        self.to_empty(device="cpu")
         self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
-        # Orthogonal init as in PPO codebases; a small last layer keeps initial actions near 0.
-        for layer in self.mean:
-            if isinstance(layer, nn.Linear):
-                gain = 0.01 if layer is out else math.sqrt(2.0)
-                nn.init.orthogonal_(layer.weight, gain=gain, generator=generator)
-                nn.init.zeros_(layer.bias)
+        with torch.no_grad():
+            self.log_std.fill_(float(init_log_std))
+            # Orthogonal init as in PPO codebases; a small last layer keeps initial actions near 0.
+            for layer in self.mean:
+                if isinstance(layer, nn.Linear):
+                    gain = 0.01 if layer is out else math.sqrt(2.0)
+                    nn.init.orthogonal_(layer.weight, gain=gain, generator=generator)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``(..., act_dim)`` and log std ``(act_dim,)``."""

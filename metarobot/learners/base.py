@@ -118,6 +118,20 @@ class MetaConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a finite number in (0, inf), got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.nthread is not None and (
+            isinstance(self.nthread, bool) or not isinstance(self.nthread, int) or self.nthread < 0
+        ):
+            raise ValueError(f"nthread must be None or an integer >= 0, got {self.nthread!r}")
+        if not (isinstance(self.init_log_std, (int, float)) and math.isfinite(self.init_log_std)):
+            raise ValueError(f"init_log_std must be a finite number, got {self.init_log_std!r}")
+        if not self.hidden or any(
+            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden
+        ):
+            raise ValueError(
+                f"hidden must be a non-empty list of integers >= 1, got {self.hidden!r}"
+            )
         if not (0 < self.clip < 1):
             raise ValueError(f"clip must be in (0, 1), got {self.clip!r}")
         for name in ("gamma", "lam"):
@@ -278,6 +292,12 @@ class MetaLearner:
         """
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+        if (
+            isinstance(checkpoint_every, bool)
+            or not isinstance(checkpoint_every, int)
+            or checkpoint_every < 1
+        ):
+            raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
         writer = None
         fh = None
         try:

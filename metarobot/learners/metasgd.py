@@ -20,8 +20,9 @@ class MetaSGD(GradientMetaLearner):
     Args:
         env_id: Family to meta-train on.
         policy: Initial policy (optional).
-        first_order: Drop second-order terms of θ's meta-gradient (α's gradient is exact either
-            way: it needs only first derivatives).
+        first_order: Drop second-order terms of the meta-gradient (with one inner step α's
+            gradient needs only first derivatives and is exact either way; with more steps the
+            first-order α gradient is an approximation too).
         **config: :class:`metarobot.learners.base.MetaConfig` fields.
     """
 
