@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 import torch
 
-from metarobot.policies import GaussianMLP, Policy, RunningNorm
+from metarobot.policies import Policy, RunningNorm, build_net
 
 __all__ = [
     "FORMAT",
@@ -79,11 +79,7 @@ def save_policy(policy: Policy, path: str | os.PathLike[str]) -> None:
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "net": {
-            "obs_dim": policy.obs_dim,
-            "act_dim": policy.act_dim,
-            "hidden": list(policy.net.hidden),
-        },
+        "net": policy.net.config(),
         "params": {k: v.detach().cpu() for k, v in policy.params.items()},
         "inner_lr": {k: v.detach().cpu() for k, v in policy.inner_lr.items()},
         "normalizer": policy.normalizer.state_dict(),
@@ -125,10 +121,7 @@ def load(path: str | os.PathLike[str], env: gym.Env | None = None) -> Policy:
             "upgrade metarobot to load it"
         )
     try:
-        net_cfg = raw["net"]
-        net = GaussianMLP(
-            int(net_cfg["obs_dim"]), int(net_cfg["act_dim"]), tuple(net_cfg["hidden"])
-        )
+        net = build_net(raw["net"])
         policy = Policy(
             net,
             raw["params"],

@@ -22,10 +22,12 @@ from torch import nn
 from torch.func import functional_call
 
 __all__ = [
+    "EnsembleMLP",
     "GaussianMLP",
     "Params",
     "Policy",
     "RunningNorm",
+    "build_net",
     "gaussian_log_prob",
     "resolve_device",
 ]
@@ -104,6 +106,69 @@ class GaussianMLP(nn.Module):
         """Mean ``(..., act_dim)`` and log std ``(act_dim,)``."""
         return self.mean(obs), self.log_std
 
+    def config(self) -> dict[str, Any]:
+        """Plain-data description from which :func:`build_net` rebuilds the shape."""
+        return {
+            "kind": "mlp",
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "hidden": list(self.hidden),
+        }
+
+
+class EnsembleMLP(nn.Module):
+    """M Gaussian MLPs whose action mean is the mean of the members' means, ŷ = 1/M Σ yᵢ.
+
+    The ensemble is itself a functional policy network (its parameters are all members'
+    parameters plus one shared log std), so it can be evaluated, adapted and saved like any
+    other policy.
+
+    Args:
+        obs_dim: Observation size.
+        act_dim: Action size.
+        hidden: Hidden sizes of every member.
+        members: Number of members M.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], members: int) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members!r}")
+        self.members = nn.ModuleList(GaussianMLP(obs_dim, act_dim, hidden) for _ in range(members))
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean over members of their action means, and the shared log std."""
+        means = torch.stack([m.mean(obs) for m in self.members])
+        return means.mean(0), self.log_std
+
+    def config(self) -> dict[str, Any]:
+        """Plain-data description from which :func:`build_net` rebuilds the shape."""
+        return {
+            "kind": "ensemble",
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "hidden": list(self.hidden),
+            "members": len(self.members),
+        }
+
+
+def build_net(config: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a network shape from its ``config()``.
+
+    Raises:
+        ValueError: On an unknown kind.
+    """
+    kind = config.get("kind", "mlp")
+    obs_dim, act_dim = int(config["obs_dim"]), int(config["act_dim"])
+    hidden = tuple(int(h) for h in config["hidden"])
+    if kind == "mlp":
+        return GaussianMLP(obs_dim, act_dim, hidden)
+    if kind == "ensemble":
+        return EnsembleMLP(obs_dim, act_dim, hidden, int(config["members"]))
+    raise ValueError(f"unknown network kind {kind!r}; known kinds are 'mlp' and 'ensemble'")
+
 
 def gaussian_log_prob(
     mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor
@@ -181,7 +246,7 @@ class Policy:
 
     def __init__(
         self,
-        net: GaussianMLP,
+        net: nn.Module,
         params: Mapping[str, torch.Tensor] | None = None,
         normalizer: RunningNorm | None = None,
         inner_lr: float | Mapping[str, torch.Tensor] = 0.1,

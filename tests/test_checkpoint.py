@@ -99,7 +99,7 @@ def test_file_holds_plain_data_only(policy, tmp_path):
     policy.save(path)
     raw = torch.load(path, weights_only=True)  # would fail on pickled objects
     assert raw["format"] == FORMAT
-    assert raw["net"] == {"obs_dim": 4, "act_dim": 1, "hidden": [8, 8]}
+    assert raw["net"] == {"kind": "mlp", "obs_dim": 4, "act_dim": 1, "hidden": [8, 8]}
 
 
 # ---------------------------------------------------------------------------- atomic writes
