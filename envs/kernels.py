@@ -149,6 +149,17 @@ class _HealthyKernel(_ForwardKernel):
         return t
 
 
+def _needs_fresh_kinematics(env: MujocoEnv) -> None:
+    from metarobot.envs.families._base import FreshKinematics
+
+    if not isinstance(env, FreshKinematics):
+        raise ValueError(
+            f"the batched simulator cannot reproduce plain {type(env).__name__}: it reads body "
+            "positions left over from inside the last physics step; use the metarobot family "
+            "(its env refreshes kinematics after each step)"
+        )
+
+
 class AntKernel(Kernel):
     """Ant-v5 without contact forces.
 
@@ -159,6 +170,7 @@ class AntKernel(Kernel):
 
     def __init__(self, env: MujocoEnv) -> None:
         super().__init__(env)
+        _needs_fresh_kinematics(env)
         if env._include_cfrc_ext_in_observation or env._contact_cost_weight != 0.0:
             raise ValueError(
                 "the batched Ant needs include_cfrc_ext_in_observation=False and "
@@ -231,6 +243,7 @@ class ReacherKernel(Kernel):
 
     def __init__(self, env: MujocoEnv) -> None:
         super().__init__(env)
+        _needs_fresh_kinematics(env)
         m = env.model
         self.p0 = m.body("body0").pos.copy()
         self.p1 = m.body("body1").pos.copy()

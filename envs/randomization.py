@@ -298,6 +298,25 @@ class Task:
             ValueError: On an unknown field name, a negative or non-finite scale, or a negative
                 actuator index.
         """
+        for arg, val in (("scales", scales), ("goal", goal)):
+            if val is not None and not isinstance(val, Mapping):
+                raise ValueError(f"{arg} must be a mapping of name -> values, got {val!r}")
+        if isinstance(disabled_actuators, (str, bytes)) or not isinstance(
+            disabled_actuators, Iterable
+        ):
+            raise ValueError(
+                f"disabled_actuators must be a list of actuator indices, got {disabled_actuators!r}"
+            )
+        dis_list = list(disabled_actuators)
+        for i in dis_list:
+            if (
+                isinstance(i, bool)
+                or not isinstance(i, (int, np.integer, float))
+                or (isinstance(i, float) and not i.is_integer())
+            ):
+                raise ValueError(
+                    f"disabled_actuators must hold integer actuator indices >= 0, got {i!r}"
+                )
         scale_items = []
         for name, values in sorted((scales or {}).items()):
             if name not in DYNAMICS_FIELDS:
@@ -311,7 +330,7 @@ class Task:
             elif any(v < 0.0 for v in vals):
                 raise ValueError(f"{name} scales must be in [0, inf), got {values!r}")
             scale_items.append((name, vals))
-        dis = tuple(sorted({int(i) for i in disabled_actuators}))
+        dis = tuple(sorted({int(i) for i in dis_list}))
         if any(i < 0 for i in dis):
             raise ValueError(f"disabled_actuators must be indices >= 0, got {dis!r}")
         goal_items = tuple((str(k), _floats(k, v)) for k, v in sorted((goal or {}).items()))

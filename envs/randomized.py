@@ -50,6 +50,13 @@ def _n_elements(model: mujoco.MjModel, name: str) -> int:
     }[name]
 
 
+def _check_direction_spec(spec: Any) -> None:
+    if not (isinstance(spec, Choice) and set(spec.values) <= {-1.0, 1.0}):
+        raise ValueError(
+            f"actuator_direction must be a Choice of signs, e.g. Choice((-1.0, 1.0)), got {spec!r}"
+        )
+
+
 def divergence_count(data: mujoco.MjData) -> int:
     """Total number of divergence warnings MuJoCo has raised on ``data``."""
     return int(sum(data.warning[i].number for i in _DIVERGENCE_WARNINGS))
@@ -156,14 +163,8 @@ class RandomizedDynamics(gym.Wrapper):
             "actuator_gear": actuator_gear,
             "actuator_direction": actuator_direction,
         }
-        if actuator_direction is not None and not (
-            isinstance(actuator_direction, Choice)
-            and set(actuator_direction.values) <= {-1.0, 1.0}
-        ):
-            raise ValueError(
-                "actuator_direction must be a Choice of signs, e.g. Choice((-1.0, 1.0)), got "
-                f"{actuator_direction!r}"
-            )
+        if actuator_direction is not None:
+            _check_direction_spec(actuator_direction)
         self._specs: dict[str, ParamSpec | Choice] = {
             k: as_spec(k, v) for k, v in raw.items() if v is not None
         }
@@ -173,6 +174,8 @@ class RandomizedDynamics(gym.Wrapper):
         }
         self._test_specs: dict[str, Any] = {}
         for k, v in (test_overrides or {}).items():
+            if k == "actuator_direction":
+                _check_direction_spec(v)
             if k in DYNAMICS_FIELDS:
                 self._test_specs[k] = as_spec(k, v)
             elif k == "disabled_actuators":

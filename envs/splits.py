@@ -75,5 +75,7 @@ def task_split(env_id: str, n_train: int = 40, n_test: int = 10) -> tuple[list[T
         raise ValueError(
             f"env_id must be a metarobot family id (metarobot/<Name>-v0), got {env_id!r}"
         )
+    if env_id not in gym.registry:
+        raise ValueError(f"env_id {env_id!r} is not a registered metarobot family")
     train, test = _split(env_id, n_train, n_test)
     return list(train), list(test)

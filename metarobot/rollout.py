@@ -39,6 +39,7 @@ class EpisodeBatch:
         returns: Undiscounted episode returns ``[N, K]``.
         diverged: Number of episodes that ended because the simulation diverged.
         advantages: Normalized GAE advantages ``[N, K, T]`` (after ``compute_advantages``).
+        reset_seeds: The reset seed of each world (task-major), which identifies its episode.
     """
 
     obs: torch.Tensor
@@ -50,6 +51,7 @@ class EpisodeBatch:
     returns: torch.Tensor
     diverged: int
     advantages: torch.Tensor | None = None
+    reset_seeds: tuple[int, ...] = ()
 
     def task(self, i: int) -> EpisodeBatch:
         """The episodes of task ``i`` (leading dimension kept, size 1)."""
@@ -200,6 +202,7 @@ def collect(
         logp=tt(logp_buf),
         returns=rewards.sum(-1),
         diverged=int(diverged.sum()),
+        reset_seeds=tuple(reset_seeds),
     )
 
 

@@ -271,6 +271,7 @@ class MetaLearner:
         iterations: int,
         *,
         log_path: str | Path | None = None,
+        tensorboard_dir: str | Path | None = None,
         checkpoint_path: str | Path | None = None,
         checkpoint_every: int = 10,
         progress: bool = True,
@@ -281,6 +282,7 @@ class MetaLearner:
         Args:
             iterations: Number of iterations (>= 1).
             log_path: CSV file that receives one row per iteration.
+            tensorboard_dir: Folder for TensorBoard event files (needs ``tensorboard``).
             checkpoint_path: Where the meta-policy is saved every ``checkpoint_every`` iterations
                 and at the end.
             checkpoint_every: Checkpoint period in iterations.
@@ -300,6 +302,11 @@ class MetaLearner:
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
         writer = None
         fh = None
+        tb = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(log_dir=str(tensorboard_dir))
         try:
             bar = tqdm(range(iterations), desc=f"{self.name} {self.env_id}", disable=not progress)
             for _ in bar:
@@ -316,6 +323,10 @@ class MetaLearner:
                         writer.writeheader()
                     writer.writerow(row)
                     fh.flush()
+                if tb is not None:
+                    for key, val in row.items():
+                        if key != "iteration":
+                            tb.add_scalar(f"{self.name}/{key}", val, self.iteration)
                 if callback is not None:
                     callback(self, row)
                 if checkpoint_path is not None and self.iteration % checkpoint_every == 0:
@@ -323,6 +334,8 @@ class MetaLearner:
         finally:
             if fh is not None:
                 fh.close()
+            if tb is not None:
+                tb.close()
         self.policy.meta["iterations"] = self.iteration
         if checkpoint_path is not None:
             self.policy.save(checkpoint_path)

@@ -1,0 +1,231 @@
+"""Typed experiment configs loaded from TOML (stdlib ``tomllib`` + dataclasses).
+
+Every key is checked: an unknown key, a value of the wrong type or out of range raises a
+``ValueError`` that names the key (``meta.iterations``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from metarobot.evaluation import METHODS
+
+__all__ = [
+    "BaselineConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "MetaSection",
+    "load_config",
+    "parse_config",
+]
+
+META_METHODS = ("maml", "fomaml", "reptile", "metasgd")
+
+
+@dataclass
+class MetaSection:
+    """Meta-training of the meta-learners (fields of ``MetaConfig`` plus ``iterations``)."""
+
+    iterations: int = 50
+    meta_batch: int = 20
+    episodes: int = 2
+    post_episodes: int = 2
+    inner_steps: int = 1
+    inner_lr: float = 0.1
+    outer_lr: float = 1e-3
+    reptile_lr: float = 0.5
+    reptile_inner_steps: int = 3
+    outer_epochs: int = 5
+    clip: float = 0.2
+    gamma: float = 0.99
+    lam: float = 0.95
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    init_log_std: float = 0.0
+    checkpoint_every: int = 10
+
+
+@dataclass
+class BaselineConfig:
+    """Training budgets of the SB3 PPO baselines."""
+
+    n_experts: int = 8
+    expert_timesteps: int = 50_000
+    dr_timesteps: int = 200_000
+    oracle_timesteps: int = 50_000
+    n_envs: int = 8
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation protocol."""
+
+    ks: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 5])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    episodes: int = 2
+    n_test_tasks: int = 10
+    adapt_steps: int = 1
+    adapt_lr: float = 0.1
+    bootstrap_reps: int = 2000
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: a family, the methods to compare, budgets and the protocol."""
+
+    name: str
+    family: str
+    out: str = "runs/experiment"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    train_seeds: list[int] = field(default_factory=lambda: [0])
+    nthread: int = 1
+    torch_threads: int = 1
+    meta: MetaSection = field(default_factory=MetaSection)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    description: str = ""
+
+    def validate(self) -> None:
+        """Range checks that types alone do not express."""
+        from metarobot.envs import FAMILY_IDS
+
+        if self.family not in FAMILY_IDS:
+            raise ValueError(f"family must be one of {list(FAMILY_IDS)}, got {self.family!r}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"methods: unknown {bad}; allowed: {list(METHODS)}")
+        if not self.methods:
+            raise ValueError("methods must name at least one method")
+        if "oracle" not in self.methods:
+            raise ValueError("methods must include 'oracle' (scores are normalized by it)")
+        if not self.train_seeds or any(s < 0 for s in self.train_seeds):
+            raise ValueError("train_seeds must be a non-empty list of integers >= 0")
+        if not self.eval.seeds or any(s < 0 for s in self.eval.seeds):
+            raise ValueError("eval.seeds must be a non-empty list of integers >= 0")
+        if not self.eval.ks or any(k < 0 for k in self.eval.ks) or 0 not in self.eval.ks:
+            raise ValueError("eval.ks must be integers >= 0 and include 0")
+        if any(h < 1 for h in self.meta.hidden) or not self.meta.hidden:
+            raise ValueError("meta.hidden must be a non-empty list of integers >= 1")
+        if self.nthread < 0:
+            raise ValueError(f"nthread must be >= 0, got {self.nthread}")
+        if self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        for sec_name in ("meta", "baselines", "eval"):
+            sec = getattr(self, sec_name)
+            for f in dataclasses.fields(sec):
+                v = getattr(sec, f.name)
+                key = f"{sec_name}.{f.name}"
+                if isinstance(v, bool):
+                    continue
+                if isinstance(v, int) and v < 1 and f.name not in ("ks", "seeds"):
+                    raise ValueError(f"{key} must be >= 1, got {v}")
+                bad_float = isinstance(v, float) and not (math.isfinite(v) and v > 0)
+                if bad_float and (f.name != "init_log_std" or not math.isfinite(v)):
+                    raise ValueError(f"{key} must be a finite number > 0, got {v}")
+        if not 0 < self.meta.clip < 1:
+            raise ValueError(f"meta.clip must be in (0, 1), got {self.meta.clip}")
+        for key in ("gamma", "lam"):
+            v = getattr(self.meta, key)
+            if not 0 < v <= 1:
+                raise ValueError(f"meta.{key} must be in (0, 1], got {v}")
+        from metarobot.envs import task_split
+
+        n_test = len(task_split(self.family)[1])
+        if self.eval.n_test_tasks > n_test:
+            raise ValueError(f"eval.n_test_tasks must be <= {n_test} for {self.family}")
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(key, value, a)
+            except ValueError:
+                pass
+        raise ValueError(f"{key} must be of type {tp}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    raise ValueError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f" in [{prefix}]" if prefix else ""
+        raise ValueError(
+            f"unknown config key(s) {unknown}{where}; allowed keys are {sorted(names)}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in data:
+            kwargs[f.name] = _check_type(key, data[f.name], hints[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"missing required config key {key!r}")
+    return cls(**kwargs)
+
+
+def parse_config(data: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate a config from a parsed TOML document."""
+    cfg = _build(ExperimentConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load and validate a TOML experiment config.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: On a TOML syntax error or an invalid key or value (the message names it).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no config file at {str(p)!r}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{str(p)!r} is not valid TOML: {err}") from err
+    return parse_config(data)

@@ -1,0 +1,290 @@
+"""The held-out evaluation protocol, tidy records, and IQM with stratified-bootstrap CIs.
+
+Protocol (every method alike): for each evaluation seed and each K in ``ks``, the method's policy
+is adapted to every held-out task with K episodes (``adapt_many``; K = 0 means no adaptation),
+then each adapted policy runs ``episodes`` *separate* evaluation episodes on its task with the
+mean action. Adaptation and evaluation episodes come from different seed streams, so evaluation
+never reuses an adaptation episode. The score of a return R on a task is
+``(R − R_random) / (R_oracle − R_random)``, with R_random the return of uniformly random actions
+and R_oracle the un-adapted oracle's return on that task.
+
+Aggregates follow rliable (Agarwal et al., 2021): the interquartile mean (IQM, scipy's
+``trim_mean(·, 0.25)``) over all (task, seed) scores, with a 95% percentile interval from a
+stratified bootstrap that resamples seeds within each task. (rliable itself no longer imports
+with current pandas/arch, so the same definitions are computed here with numpy and scipy.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import trim_mean
+
+from metarobot.adaptation import adapt_many
+from metarobot.envs import Task, make_batched
+from metarobot.policies import Policy
+from metarobot.rollout import collect
+
+__all__ = [
+    "METHODS",
+    "RECORD_FIELDS",
+    "aggregate",
+    "evaluate_method",
+    "evaluation_returns",
+    "iqm",
+    "random_returns",
+    "score_records",
+    "stratified_bootstrap_ci",
+]
+
+#: Method names of the records, in table order.
+METHODS: tuple[str, ...] = (
+    "maml",
+    "fomaml",
+    "reptile",
+    "metasgd",
+    "ensemble",
+    "param_average",
+    "domain_randomization",
+    "oracle",
+    "scratch",
+)
+#: Columns of a tidy record.
+RECORD_FIELDS: tuple[str, ...] = ("method", "family", "task", "seed", "k", "return", "score")
+
+#: Offset between adaptation and evaluation seed streams.
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def evaluation_returns(
+    policies: Sequence[Policy],
+    env_id: str,
+    tasks: Sequence[Task],
+    *,
+    episodes: int,
+    seed: int,
+    nthread: int | None = None,
+    return_seeds: bool = False,
+) -> np.ndarray | tuple[np.ndarray, tuple[int, ...]]:
+    """Mean return of ``policies[i]`` on ``tasks[i]`` over ``episodes`` deterministic episodes.
+
+    All policies must share one network shape (they are stacked and run together).
+
+    Returns:
+        Array ``[N]`` of mean returns (and the world reset seeds when ``return_seeds``).
+    """
+    n = len(tasks)
+    if len(policies) != n:
+        raise ValueError(f"need one policy per task, got {len(policies)} policies for {n} tasks")
+    env = make_batched(
+        env_id,
+        [t for t in tasks for _ in range(episodes)],
+        autoreset_mode="disabled",
+        nthread=nthread,
+    )
+    try:
+        lead = policies[0]
+        stacked = {k: torch.stack([p.params[k].detach() for p in policies]) for k in lead.params}
+        seeds = [seed + EVAL_SEED_OFFSET + 7919 * i for i in range(n)]
+        batch = collect(
+            lead,
+            env,
+            stacked,
+            n_tasks=n,
+            episodes=episodes,
+            seeds=seeds,
+            stacked=True,
+            deterministic=True,
+        )
+    finally:
+        env.close()
+    out = batch.returns.mean(1).cpu().numpy().astype(np.float64)
+    return (out, batch.reset_seeds) if return_seeds else out
+
+
+def random_returns(
+    env_id: str, tasks: Sequence[Task], *, episodes: int, seed: int, nthread: int | None = None
+) -> np.ndarray:
+    """Mean return of uniformly random actions on each task."""
+    env = make_batched(
+        env_id,
+        [t for t in tasks for _ in range(episodes)],
+        autoreset_mode="disabled",
+        nthread=nthread,
+    )
+    rng = np.random.default_rng(seed)
+    try:
+        env.reset(seed=int(rng.integers(0, 2**31 - 1)))
+        total = np.zeros(env.num_envs)
+        alive = np.ones(env.num_envs, dtype=bool)
+        low, high = env.single_action_space.low, env.single_action_space.high
+        for _ in range(int(env.max_episode_steps)):
+            act = rng.uniform(low, high, size=(env.num_envs, len(low)))
+            _, rew, term, trunc, _ = env.step(act)
+            total += np.where(alive, rew, 0.0)
+            alive &= ~(term | trunc)
+            if not alive.any():
+                break
+    finally:
+        env.close()
+    return total.reshape(len(tasks), episodes).mean(1)
+
+
+def evaluate_method(
+    method: str,
+    policy: Policy,
+    env_id: str,
+    tasks: Sequence[Task],
+    *,
+    ks: Iterable[int] = (0, 1, 2, 3, 5),
+    seeds: Iterable[int] = (0, 1, 2, 3, 4),
+    episodes: int = 2,
+    adapt_steps: int | None = None,
+    adapt_lr: float | None = None,
+    task_ids: Sequence[int] | None = None,
+    nthread: int | None = None,
+    per_task_policies: Sequence[Policy] | None = None,
+) -> list[dict[str, Any]]:
+    """Records of one method under the protocol (``score`` left NaN; see :func:`score_records`).
+
+    Args:
+        method: Method name written into the records.
+        policy: The method's policy (ignored when ``per_task_policies`` is given).
+        env_id: Family id.
+        tasks: Held-out tasks.
+        ks: Adaptation budgets (episodes); 0 = no adaptation.
+        seeds: Evaluation seeds.
+        episodes: Evaluation episodes per task, seed and K.
+        adapt_steps: Gradient steps per adaptation (default: the policy's).
+        adapt_lr: Step size (default: the policy's own, possibly meta-learned).
+        task_ids: Index of each task in the test split (default 0..N−1).
+        nthread: Simulator threads.
+        per_task_policies: One policy per task (the oracle).
+
+    Returns:
+        Tidy records with the fields of :data:`RECORD_FIELDS`.
+    """
+    tasks = list(tasks)
+    ids = list(task_ids) if task_ids is not None else list(range(len(tasks)))
+    records: list[dict[str, Any]] = []
+    for seed in seeds:
+        for k in ks:
+            if per_task_policies is not None:
+                if k == 0:
+                    adapted = list(per_task_policies)
+                else:
+                    adapted = [
+                        adapt_many(
+                            p,
+                            env_id,
+                            [t],
+                            episodes=k,
+                            steps=adapt_steps,
+                            lr=adapt_lr,
+                            seed=seed * 1000 + i,
+                            device="cpu",
+                            nthread=nthread,
+                        )[0]
+                        for i, (p, t) in enumerate(zip(per_task_policies, tasks, strict=True))
+                    ]
+            elif k == 0:
+                adapted = [policy] * len(tasks)
+            else:
+                adapted = adapt_many(
+                    policy,
+                    env_id,
+                    tasks,
+                    episodes=k,
+                    steps=adapt_steps,
+                    lr=adapt_lr,
+                    seed=seed * 1000,
+                    device="cpu",
+                    nthread=nthread,
+                )
+            rets = evaluation_returns(
+                adapted, env_id, tasks, episodes=episodes, seed=seed * 1000 + k, nthread=nthread
+            )
+            for tid, r in zip(ids, rets, strict=True):
+                records.append(
+                    {
+                        "method": method,
+                        "family": env_id,
+                        "task": int(tid),
+                        "seed": int(seed),
+                        "k": int(k),
+                        "return": float(r),
+                        "score": float("nan"),
+                    }
+                )
+    return records
+
+
+def score_records(
+    records: list[dict[str, Any]], random: Mapping[int, float], oracle: Mapping[int, float]
+) -> list[dict[str, Any]]:
+    """Fill ``score = (R − R_random) / (R_oracle − R_random)`` per task (in place)."""
+    for r in records:
+        lo, hi = random[r["task"]], oracle[r["task"]]
+        span = hi - lo
+        r["score"] = (r["return"] - lo) / span if abs(span) > 1e-8 else float("nan")
+    return records
+
+
+def iqm(x: np.ndarray) -> float:
+    """Interquartile mean (the mean of the middle 50%), as rliable defines it."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    return float(trim_mean(x, 0.25)) if x.size else float("nan")
+
+
+def stratified_bootstrap_ci(
+    scores: np.ndarray, reps: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile CI of the IQM, resampling runs (seeds) with replacement within each task.
+
+    Args:
+        scores: ``[runs, tasks]`` score matrix.
+        reps: Bootstrap replicates.
+        alpha: 1 − confidence level.
+        seed: Seed of the resampling generator.
+    """
+    rng = np.random.default_rng(seed)
+    runs, tasks = scores.shape
+    stats = np.empty(reps)
+    for b in range(reps):
+        idx = rng.integers(0, runs, size=(runs, tasks))
+        stats[b] = iqm(np.take_along_axis(scores, idx, axis=0))
+    lo, hi = np.nanpercentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def aggregate(records: Sequence[Mapping[str, Any]], reps: int = 2000) -> list[dict[str, Any]]:
+    """Per (method, k): IQM score with 95% CI, mean return, and the number of runs."""
+    out = []
+    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    methods += sorted({r["method"] for r in records} - set(methods))
+    for m in methods:
+        rows = [r for r in records if r["method"] == m]
+        for k in sorted({r["k"] for r in rows}):
+            sel = [r for r in rows if r["k"] == k]
+            tasks = sorted({r["task"] for r in sel})
+            seeds = sorted({r["seed"] for r in sel})
+            mat = np.full((len(seeds), len(tasks)), np.nan)
+            for r in sel:
+                mat[seeds.index(r["seed"]), tasks.index(r["task"])] = r["score"]
+            lo, hi = stratified_bootstrap_ci(mat, reps=reps)
+            out.append(
+                {
+                    "method": m,
+                    "k": k,
+                    "iqm": iqm(mat),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "mean_return": float(np.mean([r["return"] for r in sel])),
+                    "runs": len(sel),
+                }
+            )
+    return out

@@ -1,0 +1,375 @@
+"""Run a whole experiment from a config: train or reuse every method, evaluate, report.
+
+The work is split into *units* (one method × training seed, one expert, one oracle task, one
+evaluation), each of which writes one file under ``<out>/`` when it finishes. Re-running the same
+command skips every unit whose file exists, so an interrupted run resumes where it stopped and a
+finished run does no work again.
+
+Output layout::
+
+    <out>/config.toml             copy of the config
+    <out>/checkpoints/*.pt        meta-policies, experts, DR, oracles
+    <out>/logs/*.csv, <out>/tb/   meta-training logs (CSV and TensorBoard)
+    <out>/records/*.csv           evaluation records of each unit
+    <out>/results.csv             all records (method, family, task, seed, k, return, score, ...)
+    <out>/summary.md              the table
+    <out>/adaptation_curve.png    score vs K with CI bands, one line per method
+    <out>/learning_curve.png      meta-training returns before/after adaptation
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from metarobot import baselines
+from metarobot.checkpoint import load
+from metarobot.config import META_METHODS, ExperimentConfig, load_config
+from metarobot.envs import task_split
+from metarobot.evaluation import (
+    RECORD_FIELDS,
+    aggregate,
+    evaluate_method,
+    random_returns,
+    score_records,
+)
+from metarobot.learners import MAML, MetaSGD, Reptile
+from metarobot.policies import Policy
+from metarobot.report import (
+    adaptation_curve_png,
+    learning_curve_png,
+    summary_markdown,
+    write_csv,
+)
+
+__all__ = ["Unit", "plan", "run_experiment"]
+
+FIELDS = (*RECORD_FIELDS, "train_seed")
+
+
+@dataclasses.dataclass
+class Unit:
+    """One piece of work and the file that marks it done."""
+
+    name: str
+    output: Path
+    run: Callable[[], None]
+    weight: float = 1.0
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = list(_csv_rows(path))
+    for r in rows:
+        for k in ("task", "seed", "k", "train_seed"):
+            r[k] = int(r[k])
+        for k in ("return", "score"):
+            r[k] = float(r[k])
+    return rows
+
+
+def _meta_learner(name: str, cfg: ExperimentConfig, seed: int) -> Any:
+    m = cfg.meta
+    common = {
+        "meta_batch": m.meta_batch,
+        "episodes": m.episodes,
+        "post_episodes": m.post_episodes,
+        "inner_lr": m.inner_lr,
+        "outer_epochs": m.outer_epochs,
+        "clip": m.clip,
+        "gamma": m.gamma,
+        "lam": m.lam,
+        "hidden": tuple(m.hidden),
+        "init_log_std": m.init_log_std,
+        "seed": seed,
+        "device": "cpu",
+        "nthread": cfg.nthread,
+    }
+    if name == "reptile":
+        return Reptile(
+            cfg.family, inner_steps=m.reptile_inner_steps, outer_lr=m.reptile_lr, **common
+        )
+    cls = MetaSGD if name == "metasgd" else MAML
+    return cls(
+        cfg.family,
+        first_order=(name == "fomaml"),
+        inner_steps=m.inner_steps,
+        outer_lr=m.outer_lr,
+        **common,
+    )
+
+
+def plan(cfg: ExperimentConfig, out: Path, progress: bool = True) -> list[Unit]:
+    """The units of an experiment, in dependency order."""
+    units: list[Unit] = []
+    ck, logs, rec = out / "checkpoints", out / "logs", out / "records"
+    train_tasks, test_tasks = task_split(cfg.family)
+    test_tasks = test_tasks[: cfg.eval.n_test_tasks]
+    b = cfg.baselines
+    nth = cfg.nthread
+    hidden = tuple(cfg.meta.hidden)
+
+    for seed in cfg.train_seeds:
+        for m in (x for x in cfg.methods if x in META_METHODS):
+            path = ck / f"{m}-s{seed}.pt"
+
+            def train_meta(m: str = m, seed: int = seed, path: Path = path) -> None:
+                learner = _meta_learner(m, cfg, seed)
+                try:
+                    policy = learner.train(
+                        cfg.meta.iterations,
+                        log_path=logs / f"{m}-s{seed}.csv",
+                        tensorboard_dir=out / "tb" / f"{m}-s{seed}",
+                        checkpoint_path=path.with_suffix(".partial.pt"),
+                        checkpoint_every=cfg.meta.checkpoint_every,
+                        progress=False,
+                    )
+                finally:
+                    learner.close()
+                policy.save(path)  # the finished unit's marker
+                path.with_suffix(".partial.pt").unlink(missing_ok=True)
+
+            units.append(Unit(f"train {m} (seed {seed})", path, train_meta, 3.0))
+        if {"ensemble", "param_average"} & set(cfg.methods):
+            init_seed = 10_000 + seed
+            for i in range(b.n_experts):
+                path = ck / f"expert-{i}-s{seed}.pt"
+
+                def train_one(
+                    i: int = i, seed: int = seed, path: Path = path, init_seed: int = init_seed
+                ) -> None:
+                    init = _expert_init(cfg, init_seed)
+                    task = train_tasks[i % len(train_tasks)]
+                    pol = baselines.train_expert(
+                        cfg.family,
+                        task,
+                        b.expert_timesteps,
+                        seed=init_seed + i,
+                        init_state=init,
+                        n_envs=b.n_envs,
+                        nthread=nth,
+                        hidden=hidden,
+                    )
+                    pol.save(path)
+
+                units.append(Unit(f"train expert {i} (seed {seed})", path, train_one))
+        if "domain_randomization" in cfg.methods:
+            path = ck / f"domain_randomization-s{seed}.pt"
+
+            def train_dr(seed: int = seed, path: Path = path) -> None:
+                pol = baselines.train_domain_randomization(
+                    cfg.family,
+                    b.dr_timesteps,
+                    seed=seed,
+                    n_envs=b.n_envs,
+                    nthread=nth,
+                    hidden=hidden,
+                    tasks=train_tasks,
+                )
+                pol.save(path)
+
+            units.append(Unit(f"train domain_randomization (seed {seed})", path, train_dr, 2.0))
+        if "oracle" in cfg.methods:
+            for t, task in enumerate(test_tasks):
+                path = ck / f"oracle-t{t}-s{seed}.pt"
+
+                def train_oracle(
+                    task: Any = task, seed: int = seed, path: Path = path, t: int = t
+                ) -> None:
+                    pol = baselines.train_expert(
+                        cfg.family,
+                        task,
+                        b.oracle_timesteps,
+                        seed=20_000 + 100 * seed + t,
+                        n_envs=b.n_envs,
+                        nthread=nth,
+                        hidden=hidden,
+                        method="oracle",
+                    )
+                    pol.save(path)
+
+                units.append(Unit(f"train oracle task {t} (seed {seed})", path, train_oracle))
+
+    rand_path = rec / "random.csv"
+
+    def eval_random() -> None:
+        r = random_returns(
+            cfg.family, test_tasks, episodes=max(cfg.eval.episodes, 4), seed=0, nthread=nth
+        )
+        with open(rand_path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["task", "return"])
+            for t, v in enumerate(r):
+                w.writerow([t, float(v)])
+
+    units.append(Unit("evaluate random actions", rand_path, eval_random, 0.2))
+
+    for seed in cfg.train_seeds:
+        for m in cfg.methods:
+            path = rec / f"{m}-s{seed}.csv"
+
+            def evaluate(m: str = m, seed: int = seed, path: Path = path) -> None:
+                e = cfg.eval
+                kw: dict[str, Any] = {
+                    "ks": e.ks,
+                    "seeds": e.seeds,
+                    "episodes": e.episodes,
+                    "adapt_steps": e.adapt_steps,
+                    "nthread": nth,
+                }
+                policy = _method_policy(m, cfg, seed, ck)
+                per_task = None
+                if m == "oracle":
+                    per_task = [
+                        load(ck / f"oracle-t{t}-s{seed}.pt") for t in range(len(test_tasks))
+                    ]
+                if m not in META_METHODS:
+                    kw["adapt_lr"] = e.adapt_lr
+                recs = evaluate_method(
+                    m, policy, cfg.family, test_tasks, per_task_policies=per_task, **kw
+                )
+                for r in recs:
+                    r["train_seed"] = seed
+                write_csv(recs, path, FIELDS)
+
+            units.append(Unit(f"evaluate {m} (seed {seed})", path, evaluate, 1.0))
+    return units
+
+
+def _expert_init(cfg: ExperimentConfig, init_seed: int) -> dict[str, torch.Tensor]:
+    from metarobot.sb3 import make_sb3_vec_env
+
+    venv = make_sb3_vec_env(cfg.family, task_split(cfg.family)[0][:1], nthread=0)
+    try:
+        model = baselines.ppo_model(venv, init_seed, hidden=tuple(cfg.meta.hidden))
+        return {k: v.clone() for k, v in model.policy.state_dict().items()}
+    finally:
+        venv.close()
+
+
+def _method_policy(m: str, cfg: ExperimentConfig, seed: int, ck: Path) -> Policy | None:
+    if m in META_METHODS or m == "domain_randomization":
+        return load(ck / f"{m}-s{seed}.pt")
+    if m in ("ensemble", "param_average"):
+        experts = [load(ck / f"expert-{i}-s{seed}.pt") for i in range(cfg.baselines.n_experts)]
+        return (
+            baselines.ensemble(experts) if m == "ensemble" else baselines.parameter_average(experts)
+        )
+    if m == "scratch":
+        return baselines.scratch(cfg.family, seed=seed, hidden=tuple(cfg.meta.hidden))
+    return None  # oracle: per-task policies
+
+
+def run_experiment(
+    config: ExperimentConfig | str | Path,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+    config_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) an experiment and write its outputs.
+
+    Args:
+        config: A config or the path of a TOML config.
+        out: Output folder (default: the config's ``out``).
+        progress: Show a progress bar with ETA.
+        config_path: Source file copied to ``<out>/config.toml`` (when ``config`` is a path it
+            is used).
+
+    Returns:
+        ``{"out", "summary", "records", "aggregate", "ran", "skipped", "seconds"}``.
+    """
+    if not isinstance(config, ExperimentConfig):
+        config_path = Path(config)
+        config = load_config(config_path)
+    cfg = config
+    out_dir = Path(out or cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config_path is not None:
+        shutil.copyfile(config_path, out_dir / "config.toml")
+    for sub in ("checkpoints", "logs", "records"):
+        (out_dir / sub).mkdir(exist_ok=True)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.torch_threads)
+    t0 = time.perf_counter()
+    ran, skipped = [], []
+    try:
+        units = plan(cfg, out_dir, progress)
+        todo = [u for u in units if not u.output.exists()]
+        skipped = [u.name for u in units if u.output.exists()]
+        total = sum(u.weight for u in todo)
+        with tqdm(
+            total=total,
+            disable=not progress,
+            desc=cfg.name,
+            unit="u",
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]",
+        ) as bar:
+            for u in todo:
+                bar.set_postfix_str(u.name)
+                tu = time.perf_counter()
+                u.run()
+                with open(out_dir / "timings.csv", "a", newline="") as fh:
+                    csv.writer(fh).writerow([u.name, f"{time.perf_counter() - tu:.2f}"])
+                if not u.output.exists():
+                    raise RuntimeError(f"unit {u.name!r} finished without writing {u.output}")
+                ran.append(u.name)
+                bar.update(u.weight)
+    finally:
+        torch.set_num_threads(prev_threads)
+    result = _report(cfg, out_dir)
+    result.update(ran=ran, skipped=skipped, seconds=time.perf_counter() - t0)
+    return result
+
+
+def _report(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
+    rec = out / "records"
+    rand = {int(r["task"]): float(r["return"]) for r in _csv_rows(rec / "random.csv")}
+    records: list[dict[str, Any]] = []
+    for seed in cfg.train_seeds:
+        for m in cfg.methods:
+            records += _read_records(rec / f"{m}-s{seed}.csv")
+    oracle0: dict[int, list[float]] = {}
+    for r in records:
+        if r["method"] == "oracle" and r["k"] == 0:
+            oracle0.setdefault(r["task"], []).append(r["return"])
+    oracle = {t: float(np.mean(v)) for t, v in oracle0.items()}
+    score_records(records, rand, oracle)
+    write_csv(records, out / "results.csv", FIELDS)
+    agg = aggregate(records, reps=cfg.eval.bootstrap_reps)
+    b, m, e = cfg.baselines, cfg.meta, cfg.eval
+    notes = [
+        f"Family `{cfg.family}`, {e.n_test_tasks} held-out test tasks × evaluation seeds "
+        f"{e.seeds} × training seeds {cfg.train_seeds}; {e.episodes} evaluation episodes per "
+        f"cell (mean action), separate from the adaptation episodes; each adaptation takes "
+        f"{e.adapt_steps} gradient step(s) on K episodes (step size: meta-learned/meta-trained "
+        f"for meta-learners, {e.adapt_lr} for baselines).",
+        f"Budgets: meta-learners {m.iterations} iterations × {m.meta_batch} tasks; "
+        f"{b.n_experts} PPO experts × {b.expert_timesteps:,} steps; domain randomization "
+        f"{b.dr_timesteps:,} steps; oracle {b.oracle_timesteps:,} steps per test task.",
+    ]
+    (out / "summary.md").write_text(summary_markdown(agg, cfg.name, notes))
+    adaptation_curve_png(agg, out / "adaptation_curve.png", f"{cfg.name}: {cfg.family}")
+    logs = {}
+    for seed in cfg.train_seeds:
+        for name in (x for x in cfg.methods if x in META_METHODS):
+            p = out / "logs" / f"{name}-s{seed}.csv"
+            if p.exists():
+                logs[f"{name} s{seed}"] = [
+                    {k: float(v) for k, v in r.items()} for r in _csv_rows(p)
+                ]
+    learning_curve_png(logs, out / "learning_curve.png", f"meta-training: {cfg.family}")
+    return {"out": out, "summary": out / "summary.md", "records": records, "aggregate": agg}
