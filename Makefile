@@ -5,6 +5,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint bench
 
+bench: $(STAMP)
+	$(PY) experiments/bench_sim.py --out experiments/results/bench_sim.md
+	$(PY) experiments/bench_adapt.py --out experiments/results/bench_adapt.md
+
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
@@ -16,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) experiments/bench_sim.py --out experiments/results/bench_sim.md
+	$(VENV)/bin/metarobot run experiments/configs/quickstart.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check .
