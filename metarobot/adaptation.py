@@ -213,7 +213,8 @@ def adapt(
     """Fine-tune ``policy`` to one environment with a few episodes of experience.
 
     Args:
-        policy: A metarobot :class:`Policy` (not modified).
+        policy: A metarobot :class:`Policy`, or an SB3 PPO/A2C model (then an adapted model of
+            the same type is returned). Not modified.
         env: The environment: a family env from ``gym.make`` (its current task is used), a
             family id together with ``task``, or a batched env whose worlds share one task.
         episodes: K ≥ 1 episodes of experience.
@@ -231,7 +232,25 @@ def adapt(
         ValueError: On bad arguments or a policy that does not fit the environment.
     """
     if not isinstance(policy, Policy):
-        raise ValueError(f"policy must be a metarobot Policy, got {type(policy)!r}")
+        from stable_baselines3.common.base_class import BaseAlgorithm
+
+        if isinstance(policy, BaseAlgorithm):
+            from metarobot.sb3 import adapt_sb3
+
+            return adapt_sb3(
+                policy,
+                env,
+                episodes=episodes,
+                steps=steps,
+                lr=lr,
+                device=device,
+                seed=seed,
+                task=task,
+                **kwargs,
+            )
+        raise ValueError(
+            f"policy must be a metarobot Policy or an SB3 PPO/A2C model, got {type(policy)!r}"
+        )
     env_id, the_task = _resolve_env(env, task)
     return adapt_many(
         policy,

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -22,12 +23,23 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
 from metarobot.envs import BatchedMujocoEnv, Task, make_batched
 from metarobot.policies import GaussianMLP, Policy, RunningNorm
 
-__all__ = ["SB3VecEnv", "from_sb3", "make_sb3_vec_env", "to_sb3"]
+__all__ = [
+    "SB3Reptile",
+    "SB3VecEnv",
+    "TaskScheduleCallback",
+    "adapt_sb3",
+    "clone_sb3",
+    "from_sb3",
+    "make_sb3_vec_env",
+    "to_sb3",
+    "write_actor",
+]
 
 _ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C}
 
@@ -116,19 +128,7 @@ def to_sb3(
     pk.setdefault("activation_fn", torch.nn.Tanh)
     kwargs.setdefault("device", "cpu")
     model = _ALGOS[algo]("MlpPolicy", env, policy_kwargs=pk, **kwargs)
-    layers, log_std = _actor_layers(model)
-    mean, inv = policy.normalizer.torch(torch.device("cpu"))
-    with torch.no_grad():
-        for i, layer in enumerate(layers):
-            w = policy.params[f"mean.{2 * i}.weight"].detach().cpu()
-            b = policy.params[f"mean.{2 * i}.bias"].detach().cpu()
-            if i == 0:  # W((x − μ)·s) + b = (W·s) x + (b − (W·s) μ)
-                w = w * inv[None, :]
-                b = b - w @ mean
-            layer.weight.copy_(w)
-            layer.bias.copy_(b)
-        log_std.copy_(policy.params["log_std"].detach().cpu())
-    return model
+    return write_actor(model, policy)
 
 
 class SB3VecEnv(VecEnv):
@@ -218,3 +218,181 @@ def make_sb3_vec_env(
     return SB3VecEnv(
         make_batched(env_id, tasks, autoreset_mode="same_step", nthread=nthread, **kwargs)
     )
+
+
+def clone_sb3(model: BaseAlgorithm, env: Any = None) -> BaseAlgorithm:
+    """An independent copy of an SB3 model (through its own save/load format)."""
+    buf = io.BytesIO()
+    model.save(buf)
+    buf.seek(0)
+    return type(model).load(
+        buf, env=env if env is not None else model.get_env(), device=model.device
+    )
+
+
+def write_actor(model: BaseAlgorithm, policy: Policy) -> BaseAlgorithm:
+    """Copy a metarobot policy's actor weights into an SB3 model, in place.
+
+    The observation normalization is folded into the first layer:
+    W((x − μ)·s) + b = (W·s) x + (b − (W·s) μ).
+    """
+    layers, log_std = _actor_layers(model)
+    if len(layers) != len(policy.net.hidden) + 1:
+        raise ValueError("the SB3 actor and the metarobot policy have different depths")
+    mean, inv = policy.normalizer.torch(torch.device("cpu"))
+    if not np.all(np.isfinite(inv.numpy())):
+        raise ValueError("policy normalizer has non-finite statistics")
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            w = policy.params[f"mean.{2 * i}.weight"].detach().cpu()
+            b = policy.params[f"mean.{2 * i}.bias"].detach().cpu()
+            if i == 0:
+                w = w * inv[None, :]
+                b = b - w @ mean
+            layer.weight.copy_(w.to(layer.weight.device))
+            layer.bias.copy_(b.to(layer.bias.device))
+        log_std.copy_(policy.params["log_std"].detach().to(log_std.device))
+    return model
+
+
+def adapt_sb3(model: BaseAlgorithm, env: Any, **adapt_kwargs: Any) -> BaseAlgorithm:
+    """``metarobot.adapt`` for an SB3 PPO/A2C model: returns an adapted model of the same type.
+
+    The actor is adapted exactly as a metarobot policy would be; the critic is copied unchanged.
+    """
+    from metarobot.adaptation import adapt
+
+    policy = from_sb3(model)
+    adapted = adapt(policy, env, **adapt_kwargs)
+    return write_actor(clone_sb3(model), adapted)
+
+
+class TaskScheduleCallback(BaseCallback):
+    """Give every env of an SB3 VecEnv a new task every ``every`` environment steps.
+
+    Works with ``DummyVecEnv``, ``SubprocVecEnv`` and :class:`SB3VecEnv` of metarobot families:
+    new tasks are set with ``set_task`` and take effect at each env's next reset (a task never
+    changes mid-episode).
+
+    Args:
+        every: Steps (summed over envs, as SB3 counts them) between task switches.
+        tasks: Tasks to draw from; default: the family's frozen training split.
+        seed: Seed of the draw.
+    """
+
+    def __init__(self, every: int, tasks: Sequence[Task] | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.every = every
+        self.tasks = list(tasks) if tasks is not None else None
+        self.rng = np.random.default_rng(seed)
+        self.switches = 0
+        self._last = 0
+
+    def _switch(self) -> None:
+        env = self.training_env
+        if self.tasks is None:
+            from metarobot.envs import task_split
+
+            self.tasks = task_split(env.get_attr("family", indices=[0])[0])[0]
+        for i in range(env.num_envs):
+            task = self.tasks[int(self.rng.integers(len(self.tasks)))]
+            env.env_method("set_task", task, indices=[i])
+        self.switches += 1
+
+    def _on_training_start(self) -> None:
+        self._switch()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.every:
+            self._last = self.num_timesteps
+            self._switch()
+        return True
+
+
+class SB3Reptile:
+    """Reptile over any SB3 algorithm: the inner loop is the algorithm's own ``learn()``.
+
+    Each meta-iteration draws ``meta_batch`` training tasks; for each, a copy of the current model
+    learns ``inner_timesteps`` steps on that task; then every floating-point parameter of the
+    policy moves toward the mean of the adapted ones, θ ← θ + ε · mean_i(θ'_i − θ).
+
+    Args:
+        algo_class: An SB3 algorithm class (``PPO``, ``SAC``, ...).
+        env_id: A metarobot family id.
+        meta_batch: Tasks per meta-iteration.
+        inner_timesteps: ``learn()`` steps per task.
+        epsilon: Outer step size ε.
+        n_envs: Worlds per task (on the batched simulator).
+        seed: Seed of task sampling and of the model.
+        tasks: Training tasks (default: the frozen training split).
+        **algo_kwargs: Passed to ``algo_class``.
+    """
+
+    def __init__(
+        self,
+        algo_class: type[BaseAlgorithm],
+        env_id: str,
+        *,
+        meta_batch: int = 4,
+        inner_timesteps: int = 2048,
+        epsilon: float = 0.5,
+        n_envs: int = 4,
+        seed: int = 0,
+        tasks: Sequence[Task] | None = None,
+        **algo_kwargs: Any,
+    ) -> None:
+        from metarobot.envs import task_split
+
+        if not (isinstance(algo_class, type) and issubclass(algo_class, BaseAlgorithm)):
+            raise ValueError(f"algo_class must be an SB3 algorithm class, got {algo_class!r}")
+        for name, v in (
+            ("meta_batch", meta_batch),
+            ("inner_timesteps", inner_timesteps),
+            ("n_envs", n_envs),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not (math.isfinite(epsilon) and 0 < epsilon <= 1):
+            raise ValueError(f"epsilon must be in (0, 1], got {epsilon!r}")
+        self.env_id = env_id
+        self.tasks = list(tasks) if tasks is not None else task_split(env_id)[0]
+        self.meta_batch, self.inner_timesteps, self.epsilon = meta_batch, inner_timesteps, epsilon
+        self.n_envs = n_envs
+        self.rng = np.random.default_rng(seed)
+        self.venv = make_sb3_vec_env(env_id, [self.tasks[0]] * n_envs, nthread=0)
+        algo_kwargs.setdefault("device", "cpu")
+        algo_kwargs.setdefault("verbose", 0)
+        self.model = algo_class("MlpPolicy", self.venv, seed=seed, **algo_kwargs)
+        self.iterations = 0
+
+    def _float_state(self, model: BaseAlgorithm) -> dict[str, torch.Tensor]:
+        return {
+            k: v.detach().clone()
+            for k, v in model.policy.state_dict().items()
+            if torch.is_floating_point(v)
+        }
+
+    def learn(self, iterations: int) -> BaseAlgorithm:
+        """Run ``iterations`` meta-iterations; returns the meta-trained SB3 model."""
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+        for _ in range(iterations):
+            theta = self._float_state(self.model)
+            deltas = {k: torch.zeros_like(v) for k, v in theta.items()}
+            for _ in range(self.meta_batch):
+                task = self.tasks[int(self.rng.integers(len(self.tasks)))]
+                self.venv.venv.set_tasks([task] * self.n_envs)
+                inner = clone_sb3(self.model, self.venv)
+                inner.policy.load_state_dict(self.model.policy.state_dict())
+                inner.learn(self.inner_timesteps, reset_num_timesteps=True)
+                adapted = self._float_state(inner)
+                for k in deltas:
+                    deltas[k] += (adapted[k] - theta[k]) / self.meta_batch
+            new_state = self.model.policy.state_dict()
+            for k in deltas:
+                new_state[k] = theta[k] + self.epsilon * deltas[k]
+            self.model.policy.load_state_dict(new_state)
+            self.iterations += 1
+        return self.model
