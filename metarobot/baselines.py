@@ -176,8 +176,7 @@ def ensemble(experts: Sequence[Policy]) -> Policy:
     if not experts:
         raise ValueError("ensemble needs at least one expert")
     first = experts[0]
-    if any(e.params.keys() != first.params.keys() for e in experts):
-        raise ValueError("ensemble members must share one network shape")
+    _check_same_shape(experts, "ensemble")
     net = EnsembleMLP(first.obs_dim, first.act_dim, tuple(first.net.hidden), len(experts))
     params: dict[str, torch.Tensor] = {}
     for i, e in enumerate(experts):
@@ -201,14 +200,29 @@ def parameter_average(experts: Sequence[Policy]) -> Policy:
     if not experts:
         raise ValueError("parameter_average needs at least one expert")
     first = experts[0]
-    if any(e.params.keys() != first.params.keys() for e in experts):
-        raise ValueError("averaged experts must share one network shape")
+    _check_same_shape(experts, "parameter_average")
     params = {k: torch.stack([e.params[k] for e in experts]).mean(0) for k in first.params}
     meta = {**first.meta, "algorithm": "param_average", "members": len(experts)}
     meta.pop("task", None)
     return Policy(
         first.net, params, _shared_norm(experts), first.inner_lr["log_std"].mean().item(), meta
     )
+
+
+def _check_same_shape(experts: Sequence[Policy], what: str) -> None:
+    first = experts[0]
+    shapes = {k: tuple(v.shape) for k, v in first.params.items()}
+    for i, e in enumerate(experts[1:], start=1):
+        if (e.obs_dim, e.act_dim) != (first.obs_dim, first.act_dim) or {
+            k: tuple(v.shape) for k, v in e.params.items()
+        } != shapes:
+            raise ValueError(
+                f"{what}: expert {i} has another network shape or observation/action size than "
+                "expert 0; all experts must share one architecture"
+            )
+        fam_a, fam_b = first.meta.get("family"), e.meta.get("family")
+        if fam_a and fam_b and fam_a != fam_b:
+            raise ValueError(f"{what}: expert {i} is for {fam_b!r}, expert 0 for {fam_a!r}")
 
 
 def _shared_norm(experts: Sequence[Policy]) -> RunningNorm:

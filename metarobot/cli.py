@@ -47,7 +47,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         learner = MAML(args.env, first_order=args.algo == "fomaml", **kw)
     try:
         learner.train(
-            args.iterations, log_path=args.log, checkpoint_path=args.out, progress=not args.quiet
+            args.iterations,
+            log_path=args.log,
+            checkpoint_path=args.out,
+            progress=not args.quiet,
+            state_path=args.state,
+            checkpoint_every=args.checkpoint_every,
         )
     finally:
         learner.close()
@@ -70,7 +75,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     env_id = args.env or policy.meta.get("family")
     if not env_id:
         raise ValueError("--env is required: the checkpoint names no family")
-    tasks = task_split(env_id)[1][: args.tasks]
+    test = task_split(env_id)[1]
+    if not 1 <= args.tasks <= len(test):
+        raise ValueError(f"--tasks must be in [1, {len(test)}] for {env_id}, got {args.tasks}")
+    tasks = test[: args.tasks]
     recs = evaluate_method(
         policy.meta.get("algorithm", "policy"),
         policy,
@@ -223,6 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("--log", default=None, help="CSV log file (one row per iteration)")
     t.add_argument("--out", required=True, help="checkpoint file to write")
+    t.add_argument(
+        "--state",
+        default=None,
+        help="resumable training-state file: written every --checkpoint-every "
+        "iterations; if it exists, training resumes from it",
+    )
+    t.add_argument(
+        "--checkpoint-every",
+        type=_positive,
+        default=10,
+        help="iterations between checkpoints and state files",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)
 

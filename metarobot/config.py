@@ -225,7 +225,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not p.is_file():
         raise FileNotFoundError(f"no config file at {str(p)!r}")
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{str(p)!r} is not UTF-8 text (TOML must be UTF-8): {err}") from err
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{str(p)!r} is not valid TOML: {err}") from err
     return parse_config(data)

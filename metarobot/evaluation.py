@@ -54,6 +54,8 @@ METHODS: tuple[str, ...] = (
 )
 #: Columns of a tidy record.
 RECORD_FIELDS: tuple[str, ...] = ("method", "family", "task", "seed", "k", "return", "score")
+#: Extra columns written after the record fields.
+EXTRA_FIELDS: tuple[str, ...] = ("diverged",)
 
 #: Offset between adaptation and evaluation seed streams.
 EVAL_SEED_OFFSET = 1_000_003
@@ -68,13 +70,16 @@ def evaluation_returns(
     seed: int,
     nthread: int | None = None,
     return_seeds: bool = False,
-) -> np.ndarray | tuple[np.ndarray, tuple[int, ...]]:
+    return_diverged: bool = False,
+) -> Any:
     """Mean return of ``policies[i]`` on ``tasks[i]`` over ``episodes`` deterministic episodes.
 
     All policies must share one network shape (they are stacked and run together).
 
     Returns:
-        Array ``[N]`` of mean returns (and the world reset seeds when ``return_seeds``).
+        Array ``[N]`` of mean returns; with ``return_seeds`` also the world reset seeds; with
+        ``return_diverged`` also the number of diverged episodes per task (a diverged episode
+        ends early with the reward collected so far; it never feeds NaN anywhere).
     """
     n = len(tasks)
     if len(policies) != n:
@@ -102,7 +107,12 @@ def evaluation_returns(
     finally:
         env.close()
     out = batch.returns.mean(1).cpu().numpy().astype(np.float64)
-    return (out, batch.reset_seeds) if return_seeds else out
+    extra: list[Any] = []
+    if return_seeds:
+        extra.append(batch.reset_seeds)
+    if return_diverged:
+        extra.append(batch.diverged_mask.sum(1))
+    return (out, *extra) if extra else out
 
 
 def random_returns(
@@ -168,6 +178,7 @@ def evaluate_method(
         Tidy records with the fields of :data:`RECORD_FIELDS`.
     """
     tasks = list(tasks)
+    ks, seeds = list(ks), list(seeds)  # iterated once per seed: materialize one-shot iterables
     ids = list(task_ids) if task_ids is not None else list(range(len(tasks)))
     records: list[dict[str, Any]] = []
     for seed in seeds:
@@ -204,10 +215,16 @@ def evaluate_method(
                     device="cpu",
                     nthread=nthread,
                 )
-            rets = evaluation_returns(
-                adapted, env_id, tasks, episodes=episodes, seed=seed * 1000 + k, nthread=nthread
+            rets, div = evaluation_returns(
+                adapted,
+                env_id,
+                tasks,
+                episodes=episodes,
+                seed=seed * 1000 + k,
+                nthread=nthread,
+                return_diverged=True,
             )
-            for tid, r in zip(ids, rets, strict=True):
+            for tid, r, d in zip(ids, rets, div, strict=True):
                 records.append(
                     {
                         "method": method,
@@ -217,6 +234,7 @@ def evaluate_method(
                         "k": int(k),
                         "return": float(r),
                         "score": float("nan"),
+                        "diverged": int(d),
                     }
                 )
     return records

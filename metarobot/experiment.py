@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from metarobot.checkpoint import load
 from metarobot.config import META_METHODS, ExperimentConfig, load_config
 from metarobot.envs import task_split
 from metarobot.evaluation import (
+    EXTRA_FIELDS,
     RECORD_FIELDS,
     aggregate,
     evaluate_method,
@@ -53,7 +55,7 @@ from metarobot.report import (
 
 __all__ = ["Unit", "plan", "run_experiment"]
 
-FIELDS = (*RECORD_FIELDS, "train_seed")
+FIELDS = (*RECORD_FIELDS, "train_seed", *EXTRA_FIELDS)
 
 
 @dataclasses.dataclass
@@ -74,7 +76,8 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 def _read_records(path: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = list(_csv_rows(path))
     for r in rows:
-        for k in ("task", "seed", "k", "train_seed"):
+        r.setdefault("diverged", "0")  # records written before divergence was counted
+        for k in ("task", "seed", "k", "train_seed", "diverged"):
             r[k] = int(r[k])
         for k in ("return", "score"):
             r[k] = float(r[k])
@@ -133,14 +136,13 @@ def plan(cfg: ExperimentConfig, out: Path, progress: bool = True) -> list[Unit]:
                         cfg.meta.iterations,
                         log_path=logs / f"{m}-s{seed}.csv",
                         tensorboard_dir=out / "tb" / f"{m}-s{seed}",
-                        checkpoint_path=path.with_suffix(".partial.pt"),
                         checkpoint_every=cfg.meta.checkpoint_every,
                         progress=False,
+                        state_path=path.with_suffix(".state.pt"),
                     )
                 finally:
                     learner.close()
                 policy.save(path)  # the finished unit's marker
-                path.with_suffix(".partial.pt").unlink(missing_ok=True)
 
             units.append(Unit(f"train {m} (seed {seed})", path, train_meta, 3.0))
         if {"ensemble", "param_average"} & set(cfg.methods):
@@ -280,6 +282,25 @@ def _method_policy(m: str, cfg: ExperimentConfig, seed: int, ck: Path) -> Policy
     return None  # oracle: per-task policies
 
 
+def _check_same_config(cfg: ExperimentConfig, out: Path) -> None:
+    """Refuse to resume into a folder made by a different config (results would mix)."""
+    stamp = out / ".config.json"
+    mine = dataclasses.asdict(cfg)
+    mine.pop("out", None)
+    mine.pop("description", None)
+    mine = json.loads(json.dumps(mine))
+    if stamp.exists():
+        theirs = json.loads(stamp.read_text())
+        if theirs != json.loads(json.dumps(mine)):
+            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise ValueError(
+                f"{str(out)!r} holds a run of a different config (changed: {changed}); resume "
+                "only with the same config, or use another --out"
+            )
+    else:
+        stamp.write_text(json.dumps(mine, indent=1, sort_keys=True))
+
+
 def run_experiment(
     config: ExperimentConfig | str | Path,
     out: str | Path | None = None,
@@ -307,6 +328,7 @@ def run_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     if config_path is not None:
         shutil.copyfile(config_path, out_dir / "config.toml")
+    _check_same_config(cfg, out_dir)
     for sub in ("checkpoints", "logs", "records"):
         (out_dir / sub).mkdir(exist_ok=True)
     prev_threads = torch.get_num_threads()
@@ -369,6 +391,17 @@ def _report(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
         f"{b.dr_timesteps:,} steps; oracle {b.oracle_timesteps:,} steps per test task (trained "
         "once, with the first training seed: it is the reference, not a method under test).",
     ]
+    div = {
+        m: sum(r["diverged"] for r in records if r["method"] == m)
+        for m in dict.fromkeys(r["method"] for r in records)
+    }
+    total = sum(div.values())
+    notes.append(
+        f"Diverged evaluation episodes (simulation became unstable; the episode ends, no NaN "
+        f"reaches a learner): {total} in all"
+        + (": " + ", ".join(f"{m} {d}" for m, d in div.items() if d) if total else "")
+        + "."
+    )
     (out / "summary.md").write_text(summary_markdown(agg, cfg.name, notes))
     adaptation_curve_png(agg, out / "adaptation_curve.png", f"{cfg.name}: {cfg.family}")
     logs = {}

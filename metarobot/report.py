@@ -147,7 +147,10 @@ def learning_curve_png(
     ax.set_ylabel("mean training-task return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    if ax.get_lines():
+        ax.legend(fontsize=7, ncol=2, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no meta-learner in this experiment", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

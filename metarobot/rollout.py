@@ -40,6 +40,7 @@ class EpisodeBatch:
         diverged: Number of episodes that ended because the simulation diverged.
         advantages: Normalized GAE advantages ``[N, K, T]`` (after ``compute_advantages``).
         reset_seeds: The reset seed of each world (task-major), which identifies its episode.
+        diverged_mask: ``[N, K]`` booleans: which episodes ended in a diverged simulation.
     """
 
     obs: torch.Tensor
@@ -52,6 +53,7 @@ class EpisodeBatch:
     diverged: int
     advantages: torch.Tensor | None = None
     reset_seeds: tuple[int, ...] = ()
+    diverged_mask: np.ndarray | None = None
 
     def task(self, i: int) -> EpisodeBatch:
         """The episodes of task ``i`` (leading dimension kept, size 1)."""
@@ -203,6 +205,7 @@ def collect(
         returns=rewards.sum(-1),
         diverged=int(diverged.sum()),
         reset_seeds=tuple(reset_seeds),
+        diverged_mask=diverged.reshape(n, k).copy(),
     )
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +20,12 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from metarobot.checkpoint import robot_name
+from metarobot.checkpoint import atomic_torch_save, robot_name
 from metarobot.envs import Task, make_batched, task_split
-from metarobot.policies import Params, Policy, resolve_device
+from metarobot.policies import Params, Policy, RunningNorm, resolve_device
 from metarobot.rollout import EpisodeBatch, collect, compute_advantages
 
 __all__ = ["MetaConfig", "MetaLearner", "make_policy"]
@@ -276,11 +279,19 @@ class MetaLearner:
         checkpoint_every: int = 10,
         progress: bool = True,
         callback: Callable[[MetaLearner, dict[str, float]], None] | None = None,
+        state_path: str | Path | None = None,
     ) -> Policy:
-        """Run ``iterations`` meta-iterations.
+        """Meta-train until ``iterations`` meta-iterations are done in total.
+
+        With ``state_path``, the full training state (parameters, step sizes, normalizer,
+        optimizer, RNG state, history) is written atomically every ``checkpoint_every``
+        iterations, the previous one kept as ``<state_path>.prev``; if the file exists when
+        ``train`` starts, training resumes from it and ends with exactly the result of an
+        uninterrupted run (CPU, same seed). A truncated or corrupt state file is reported (the
+        warning names it) and the previous good one is used.
 
         Args:
-            iterations: Number of iterations (>= 1).
+            iterations: Total number of iterations (>= 1).
             log_path: CSV file that receives one row per iteration.
             tensorboard_dir: Folder for TensorBoard event files (needs ``tensorboard``).
             checkpoint_path: Where the meta-policy is saved every ``checkpoint_every`` iterations
@@ -288,6 +299,7 @@ class MetaLearner:
             checkpoint_every: Checkpoint period in iterations.
             progress: Show a progress bar.
             callback: Called after every iteration with the learner and its metrics.
+            state_path: Resumable training state (see above).
 
         Returns:
             The meta-trained policy (a copy).
@@ -300,46 +312,142 @@ class MetaLearner:
             or checkpoint_every < 1
         ):
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
-        writer = None
-        fh = None
+        if state_path is not None:
+            self.resume(state_path)
         tb = None
         if tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             tb = SummaryWriter(log_dir=str(tensorboard_dir))
         try:
-            bar = tqdm(range(iterations), desc=f"{self.name} {self.env_id}", disable=not progress)
-            for _ in bar:
+            bar = tqdm(
+                total=iterations,
+                initial=min(self.iteration, iterations),
+                desc=f"{self.name} {self.env_id}",
+                disable=not progress,
+            )
+            while self.iteration < iterations:
                 row = self.step()
+                bar.update(1)
                 bar.set_postfix(
                     pre=f"{row['pre_return']:.1f}",
                     post=f"{row.get('post_return', float('nan')):.1f}",
                 )
                 if log_path is not None:
-                    if writer is None:
-                        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-                        fh = open(log_path, "w", newline="")  # noqa: SIM115
-                        writer = csv.DictWriter(fh, fieldnames=list(row))
-                        writer.writeheader()
-                    writer.writerow(row)
-                    fh.flush()
+                    self._write_log(log_path)
                 if tb is not None:
                     for key, val in row.items():
                         if key != "iteration":
                             tb.add_scalar(f"{self.name}/{key}", val, self.iteration)
                 if callback is not None:
                     callback(self, row)
-                if checkpoint_path is not None and self.iteration % checkpoint_every == 0:
-                    self.policy.save(checkpoint_path)
+                if self.iteration % checkpoint_every == 0:
+                    if checkpoint_path is not None:
+                        self.policy.save(checkpoint_path)
+                    if state_path is not None:
+                        self.save_state(state_path)
+            bar.close()
+            if state_path is not None and self.iteration % checkpoint_every != 0:
+                self.save_state(state_path)
         finally:
-            if fh is not None:
-                fh.close()
             if tb is not None:
                 tb.close()
         self.policy.meta["iterations"] = self.iteration
         if checkpoint_path is not None:
             self.policy.save(checkpoint_path)
         return self.policy.clone()
+
+    def _write_log(self, path: str | Path) -> None:
+        """Rewrite the CSV log from the history (so a resumed run's log is whole)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fields = list(dict.fromkeys(k for row in self.history for k in row))
+        tmp = Path(path).with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(self.history)
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly where it stands."""
+        opt = getattr(self, "optimizer", None)
+        return {
+            "format": "metarobot-train-state",
+            "algorithm": self.name,
+            "env_id": self.env_id,
+            "config": self._config_dict(),
+            "iteration": self.iteration,
+            "history": self.history,
+            "params": {k: v.detach().cpu().clone() for k, v in self.policy.params.items()},
+            "inner_lr": {k: v.detach().cpu().clone() for k, v in self.policy.inner_lr.items()},
+            "normalizer": self.policy.normalizer.state_dict(),
+            "optimizer": opt.state_dict() if opt is not None else None,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (in place, keeping optimizer references valid).
+
+        Raises:
+            ValueError: If the state belongs to another algorithm, family or config.
+        """
+        if state.get("format") != "metarobot-train-state":
+            raise ValueError("not a metarobot training state")
+        for key, mine in (
+            ("algorithm", self.name),
+            ("env_id", self.env_id),
+            ("config", self._config_dict()),
+        ):
+            if state[key] != mine:
+                raise ValueError(f"training state has {key}={state[key]!r}, this run has {mine!r}")
+        with torch.no_grad():
+            for name in ("params", "inner_lr"):
+                target = getattr(self.policy, name)
+                for k, v in state[name].items():
+                    target[k].copy_(v.to(target[k].device))
+        self.policy.normalizer = RunningNorm.from_state_dict(state["normalizer"])
+        opt = getattr(self, "optimizer", None)
+        if opt is not None and state["optimizer"] is not None:
+            opt.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.iteration = int(state["iteration"])
+        self.history = [dict(r) for r in state["history"]]
+
+    def save_state(self, path: str | Path) -> None:
+        """Atomically write the training state, keeping the previous one as ``.prev``."""
+        p = Path(path)
+        if p.exists():
+            os.replace(p, p.with_name(p.name + ".prev"))
+        atomic_torch_save(self.state_dict(), p)
+
+    def resume(self, path: str | Path) -> bool:
+        """Load the training state at ``path`` (or its ``.prev`` if it is damaged).
+
+        Returns:
+            Whether a state was loaded (False when neither file exists).
+
+        Raises:
+            ValueError: If every existing state file is damaged or belongs to another run.
+        """
+        p = Path(path)
+        candidates = [c for c in (p, p.with_name(p.name + ".prev")) if c.exists()]
+        errors = []
+        for c in candidates:
+            try:
+                state = torch.load(c, map_location="cpu", weights_only=False)
+                self.load_state_dict(state)
+            except Exception as err:  # a damaged file may raise anything while unpickling
+                errors.append(f"{c}: {err}")
+                warnings.warn(
+                    f"training state {str(c)!r} is unreadable ({err}); trying the previous one",
+                    stacklevel=2,
+                )
+                continue
+            return True
+        if errors:
+            raise ValueError("no usable training state: " + "; ".join(errors))
+        return False
 
     def close(self) -> None:
         """Release the simulators."""
