@@ -191,7 +191,7 @@ def test_different_depth_rejected(fn):
         fn([a, b])
 
 
-# Regression baselines.ensemble / parameter_average (metarobot/baselines.py, the shape checks compare
+# Regression: ensemble / parameter_average (metarobot/baselines.py, the shape checks compare
 # only ``params.keys()``) accept experts of the same depth but different widths or families.
 # parameter_average then fails inside torch.stack with a RuntimeError; ensemble silently builds
 # a policy whose net says hidden=(8, 8) while member 1 holds (16, 16) weights: it acts, but

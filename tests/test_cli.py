@@ -351,7 +351,7 @@ def test_evaluate_writes_records(checkpoint, workdir):
     assert [float(r["return"]) for r in rows] == [r["return"] for r in recs]
 
 
-# Regression `metarobot evaluate --tasks N` (metarobot/cli.py, `task_split(env_id)[1][: args.tasks]`)
+# Regression: `metarobot evaluate --tasks N` (cli.py, `task_split(env_id)[1][: args.tasks]`)
 # silently evaluates fewer tasks when N exceeds the test split (10 tasks), while the config
 # equivalent eval.n_test_tasks = 99 is a ValueError. Fix: raise ValueError naming --tasks and
 # the allowed range [1, len(test split)].
