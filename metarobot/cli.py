@@ -17,7 +17,14 @@ _ALGOS = ("maml", "fomaml", "reptile", "metasgd")
 def _cmd_run(args: argparse.Namespace) -> int:
     from metarobot.experiment import run_experiment
 
-    result = run_experiment(args.config, args.out, progress=not args.quiet)
+    result = run_experiment(
+        args.config,
+        args.out,
+        progress=not args.quiet,
+        backend=args.backend,
+        workers=args.workers,
+        address=args.address,
+    )
     out = Path(result["out"])
     print(Path(result["summary"]).read_text())
     print(
@@ -209,9 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output folder (default: the config's 'out')")
     r.add_argument(
         "--backend",
-        choices=["local"],
+        choices=["local", "ray"],
         default="local",
-        help="where units run: 'local' (this machine)",
+        help="where units run: 'local' (this machine, --workers processes) or 'ray' (each unit "
+        "a Ray task; needs pip install 'metarobot[ray]')",
+    )
+    r.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="local backend: worker processes running independent units in parallel",
+    )
+    r.add_argument(
+        "--address",
+        default=None,
+        help="ray backend: cluster address (default: a local Ray instance)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=_cmd_run)

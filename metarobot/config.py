@@ -47,6 +47,7 @@ class MetaSection:
     outer_lr: float = 1e-3
     reptile_lr: float = 0.5
     reptile_inner_steps: int = 3
+    reptile_inner_lr: float = 0.1
     outer_epochs: int = 5
     clip: float = 0.2
     gamma: float = 0.99

@@ -22,9 +22,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import multiprocessing
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +60,25 @@ __all__ = ["Unit", "plan", "run_experiment"]
 FIELDS = (*RECORD_FIELDS, "train_seed", *EXTRA_FIELDS)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Unit:
-    """One piece of work and the file that marks it done."""
+    """One piece of work and the file that marks it done (plain data: picklable).
+
+    Attributes:
+        name: Human-readable name.
+        output: The file whose existence marks the unit done.
+        kind: What to do (``meta``, ``expert``, ``dr``, ``oracle``, ``random``, ``evaluate``).
+        args: Arguments of the work.
+        weight: Relative cost, for the progress bar.
+        stage: 0 = training, 1 = evaluation (needs every stage-0 unit).
+    """
 
     name: str
     output: Path
-    run: Callable[[], None]
+    kind: str
+    args: dict[str, Any]
     weight: float = 1.0
+    stage: int = 0
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -103,7 +116,10 @@ def _meta_learner(name: str, cfg: ExperimentConfig, seed: int) -> Any:
     }
     if name == "reptile":
         return Reptile(
-            cfg.family, inner_steps=m.reptile_inner_steps, outer_lr=m.reptile_lr, **common
+            cfg.family,
+            inner_steps=m.reptile_inner_steps,
+            outer_lr=m.reptile_lr,
+            **{**common, "inner_lr": m.reptile_inner_lr},
         )
     cls = MetaSGD if name == "metasgd" else MAML
     return cls(
@@ -116,141 +132,178 @@ def _meta_learner(name: str, cfg: ExperimentConfig, seed: int) -> Any:
 
 
 def plan(cfg: ExperimentConfig, out: Path, progress: bool = True) -> list[Unit]:
-    """The units of an experiment, in dependency order."""
+    """The units of an experiment: stage 0 trains, stage 1 evaluates (needs stage 0)."""
     units: list[Unit] = []
-    ck, logs, rec = out / "checkpoints", out / "logs", out / "records"
-    train_tasks, test_tasks = task_split(cfg.family)
-    test_tasks = test_tasks[: cfg.eval.n_test_tasks]
-    b = cfg.baselines
-    nth = cfg.nthread
-    hidden = tuple(cfg.meta.hidden)
-
+    ck, rec = out / "checkpoints", out / "records"
+    test_tasks = task_split(cfg.family)[1][: cfg.eval.n_test_tasks]
     for seed in cfg.train_seeds:
         for m in (x for x in cfg.methods if x in META_METHODS):
-            path = ck / f"{m}-s{seed}.pt"
-
-            def train_meta(m: str = m, seed: int = seed, path: Path = path) -> None:
-                learner = _meta_learner(m, cfg, seed)
-                try:
-                    policy = learner.train(
-                        cfg.meta.iterations,
-                        log_path=logs / f"{m}-s{seed}.csv",
-                        tensorboard_dir=out / "tb" / f"{m}-s{seed}",
-                        checkpoint_every=cfg.meta.checkpoint_every,
-                        progress=False,
-                        state_path=path.with_suffix(".state.pt"),
-                    )
-                finally:
-                    learner.close()
-                policy.save(path)  # the finished unit's marker
-
-            units.append(Unit(f"train {m} (seed {seed})", path, train_meta, 3.0))
-        if {"ensemble", "param_average"} & set(cfg.methods):
-            init_seed = 10_000 + seed
-            for i in range(b.n_experts):
-                path = ck / f"expert-{i}-s{seed}.pt"
-
-                def train_one(
-                    i: int = i, seed: int = seed, path: Path = path, init_seed: int = init_seed
-                ) -> None:
-                    init = _expert_init(cfg, init_seed)
-                    task = train_tasks[i % len(train_tasks)]
-                    pol = baselines.train_expert(
-                        cfg.family,
-                        task,
-                        b.expert_timesteps,
-                        seed=init_seed + i,
-                        init_state=init,
-                        n_envs=b.n_envs,
-                        nthread=nth,
-                        hidden=hidden,
-                    )
-                    pol.save(path)
-
-                units.append(Unit(f"train expert {i} (seed {seed})", path, train_one))
-        if "domain_randomization" in cfg.methods:
-            path = ck / f"domain_randomization-s{seed}.pt"
-
-            def train_dr(seed: int = seed, path: Path = path) -> None:
-                pol = baselines.train_domain_randomization(
-                    cfg.family,
-                    b.dr_timesteps,
-                    seed=seed,
-                    n_envs=b.n_envs,
-                    nthread=nth,
-                    hidden=hidden,
-                    tasks=train_tasks,
+            units.append(
+                Unit(
+                    f"train {m} (seed {seed})",
+                    ck / f"{m}-s{seed}.pt",
+                    "meta",
+                    {"method": m, "seed": seed},
+                    3.0,
                 )
-                pol.save(path)
-
-            units.append(Unit(f"train domain_randomization (seed {seed})", path, train_dr, 2.0))
+            )
+        if {"ensemble", "param_average"} & set(cfg.methods):
+            for i in range(cfg.baselines.n_experts):
+                units.append(
+                    Unit(
+                        f"train expert {i} (seed {seed})",
+                        ck / f"expert-{i}-s{seed}.pt",
+                        "expert",
+                        {"index": i, "seed": seed},
+                    )
+                )
+        if "domain_randomization" in cfg.methods:
+            units.append(
+                Unit(
+                    f"train domain_randomization (seed {seed})",
+                    ck / f"domain_randomization-s{seed}.pt",
+                    "dr",
+                    {"seed": seed},
+                    2.0,
+                )
+            )
         if "oracle" in cfg.methods and seed == cfg.train_seeds[0]:
             # The oracle is a per-task reference (the score's 1.0), not a method under test:
             # trained once, with the first training seed.
-            for t, task in enumerate(test_tasks):
-                path = ck / f"oracle-t{t}-s{seed}.pt"
-
-                def train_oracle(
-                    task: Any = task, seed: int = seed, path: Path = path, t: int = t
-                ) -> None:
-                    pol = baselines.train_expert(
-                        cfg.family,
-                        task,
-                        b.oracle_timesteps,
-                        seed=20_000 + 100 * seed + t,
-                        n_envs=b.n_envs,
-                        nthread=nth,
-                        hidden=hidden,
-                        method="oracle",
+            for t in range(len(test_tasks)):
+                units.append(
+                    Unit(
+                        f"train oracle task {t} (seed {seed})",
+                        ck / f"oracle-t{t}-s{seed}.pt",
+                        "oracle",
+                        {"task": t, "seed": seed},
                     )
-                    pol.save(path)
+                )
+    units.append(Unit("evaluate random actions", rec / "random.csv", "random", {}, 0.2, 1))
+    for seed in cfg.train_seeds:
+        for m in _evaluated(cfg, seed):
+            units.append(
+                Unit(
+                    f"evaluate {m} (seed {seed})",
+                    rec / f"{m}-s{seed}.csv",
+                    "evaluate",
+                    {"method": m, "seed": seed},
+                    1.0,
+                    1,
+                )
+            )
+    return units
 
-                units.append(Unit(f"train oracle task {t} (seed {seed})", path, train_oracle))
 
-    rand_path = rec / "random.csv"
+def run_unit(cfg: ExperimentConfig, out: Path, unit: Unit) -> str:
+    """Do one unit's work and write its output file.
 
-    def eval_random() -> None:
+    A top-level function of plain-data arguments, so it runs anywhere: in this process, a
+    worker process or a Ray task.
+
+    Returns:
+        The unit's name.
+    """
+    torch.set_num_threads(cfg.torch_threads)
+    ck, logs = out / "checkpoints", out / "logs"
+    train_tasks, test_tasks = task_split(cfg.family)
+    test_tasks = test_tasks[: cfg.eval.n_test_tasks]
+    b, nth, hidden = cfg.baselines, cfg.nthread, tuple(cfg.meta.hidden)
+    a = unit.args
+    path = unit.output
+    if unit.kind == "meta":
+        m, seed = a["method"], a["seed"]
+        learner = _meta_learner(m, cfg, seed)
+        try:
+            policy = learner.train(
+                cfg.meta.iterations,
+                log_path=logs / f"{m}-s{seed}.csv",
+                tensorboard_dir=out / "tb" / f"{m}-s{seed}",
+                checkpoint_every=cfg.meta.checkpoint_every,
+                progress=False,
+                state_path=path.with_suffix(".state.pt"),
+            )
+        finally:
+            learner.close()
+        policy.save(path)  # the finished unit's marker
+    elif unit.kind == "expert":
+        init_seed = 10_000 + a["seed"]
+        pol = baselines.train_expert(
+            cfg.family,
+            train_tasks[a["index"] % len(train_tasks)],
+            b.expert_timesteps,
+            seed=init_seed + a["index"],
+            init_state=_expert_init(cfg, init_seed),
+            n_envs=b.n_envs,
+            nthread=nth,
+            hidden=hidden,
+        )
+        pol.save(path)
+    elif unit.kind == "dr":
+        pol = baselines.train_domain_randomization(
+            cfg.family,
+            b.dr_timesteps,
+            seed=a["seed"],
+            n_envs=b.n_envs,
+            nthread=nth,
+            hidden=hidden,
+            tasks=train_tasks,
+        )
+        pol.save(path)
+    elif unit.kind == "oracle":
+        t, seed = a["task"], a["seed"]
+        pol = baselines.train_expert(
+            cfg.family,
+            test_tasks[t],
+            b.oracle_timesteps,
+            seed=20_000 + 100 * seed + t,
+            n_envs=b.n_envs,
+            nthread=nth,
+            hidden=hidden,
+            method="oracle",
+        )
+        pol.save(path)
+    elif unit.kind == "random":
         r = random_returns(
             cfg.family, test_tasks, episodes=max(cfg.eval.episodes, 4), seed=0, nthread=nth
         )
-        with open(rand_path, "w", newline="") as fh:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["task", "return"])
             for t, v in enumerate(r):
                 w.writerow([t, float(v)])
-
-    units.append(Unit("evaluate random actions", rand_path, eval_random, 0.2))
-
-    for seed in cfg.train_seeds:
-        for m in _evaluated(cfg, seed):
-            path = rec / f"{m}-s{seed}.csv"
-
-            def evaluate(m: str = m, seed: int = seed, path: Path = path) -> None:
-                e = cfg.eval
-                kw: dict[str, Any] = {
-                    "ks": e.ks,
-                    "seeds": e.seeds,
-                    "episodes": e.episodes,
-                    "adapt_steps": e.adapt_steps,
-                    "nthread": nth,
-                }
-                policy = _method_policy(m, cfg, seed, ck)
-                per_task = None
-                if m == "oracle":
-                    per_task = [
-                        load(ck / f"oracle-t{t}-s{seed}.pt") for t in range(len(test_tasks))
-                    ]
-                if m not in META_METHODS:
-                    kw["adapt_lr"] = e.adapt_lr
-                recs = evaluate_method(
-                    m, policy, cfg.family, test_tasks, per_task_policies=per_task, **kw
-                )
-                for r in recs:
-                    r["train_seed"] = seed
-                write_csv(recs, path, FIELDS)
-
-            units.append(Unit(f"evaluate {m} (seed {seed})", path, evaluate, 1.0))
-    return units
+        tmp.replace(path)
+    elif unit.kind == "evaluate":
+        m, seed, e = a["method"], a["seed"], cfg.eval
+        kw: dict[str, Any] = {
+            "ks": e.ks,
+            "seeds": e.seeds,
+            "episodes": e.episodes,
+            "adapt_steps": e.adapt_steps,
+            "nthread": nth,
+        }
+        per_task = None
+        if m == "oracle":
+            per_task = [load(ck / f"oracle-t{t}-s{seed}.pt") for t in range(len(test_tasks))]
+        if m not in META_METHODS:
+            kw["adapt_lr"] = e.adapt_lr
+        recs = evaluate_method(
+            m,
+            _method_policy(m, cfg, seed, ck),
+            cfg.family,
+            test_tasks,
+            per_task_policies=per_task,
+            **kw,
+        )
+        for r in recs:
+            r["train_seed"] = seed
+        tmp = path.with_suffix(".tmp")
+        write_csv(recs, tmp, FIELDS)
+        tmp.replace(path)
+    else:
+        raise ValueError(f"unknown unit kind {unit.kind!r}")
+    return unit.name
 
 
 def _evaluated(cfg: ExperimentConfig, seed: int) -> list[str]:
@@ -307,6 +360,9 @@ def run_experiment(
     *,
     progress: bool = True,
     config_path: str | Path | None = None,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) an experiment and write its outputs.
 
@@ -314,12 +370,20 @@ def run_experiment(
         config: A config or the path of a TOML config.
         out: Output folder (default: the config's ``out``).
         progress: Show a progress bar with ETA.
+        backend: ``"local"`` (this machine; ``workers`` processes) or ``"ray"`` (each unit a
+            Ray task with ``num_cpus=1``; needs ``pip install metarobot[ray]``).
+        workers: Local worker processes (1 = run in this process).
+        address: Ray cluster address (default: start or join a local Ray instance).
         config_path: Source file copied to ``<out>/config.toml`` (when ``config`` is a path it
             is used).
 
     Returns:
         ``{"out", "summary", "records", "aggregate", "ran", "skipped", "seconds"}``.
     """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if not isinstance(config, ExperimentConfig):
         config_path = Path(config)
         config = load_config(config_path)
@@ -347,21 +411,65 @@ def run_experiment(
             unit="u",
             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]",
         ) as bar:
-            for u in todo:
-                bar.set_postfix_str(u.name)
-                tu = time.perf_counter()
-                u.run()
-                with open(out_dir / "timings.csv", "a", newline="") as fh:
-                    csv.writer(fh).writerow([u.name, f"{time.perf_counter() - tu:.2f}"])
-                if not u.output.exists():
-                    raise RuntimeError(f"unit {u.name!r} finished without writing {u.output}")
-                ran.append(u.name)
-                bar.update(u.weight)
+            for stage in (0, 1):  # evaluation needs every trained policy
+                batch = [u for u in todo if u.stage == stage]
+                for u, seconds in _execute(cfg, out_dir, batch, backend, workers, address):
+                    with open(out_dir / "timings.csv", "a", newline="") as fh:
+                        csv.writer(fh).writerow([u.name, f"{seconds:.2f}"])
+                    if not u.output.exists():
+                        raise RuntimeError(f"unit {u.name!r} finished without writing {u.output}")
+                    ran.append(u.name)
+                    bar.set_postfix_str(u.name)
+                    bar.update(u.weight)
     finally:
         torch.set_num_threads(prev_threads)
     result = _report(cfg, out_dir)
     result.update(ran=ran, skipped=skipped, seconds=time.perf_counter() - t0)
     return result
+
+
+def _timed(cfg: ExperimentConfig, out: Path, unit: Unit) -> tuple[str, float]:
+    t0 = time.perf_counter()
+    run_unit(cfg, out, unit)
+    return unit.name, time.perf_counter() - t0
+
+
+def _execute(
+    cfg: ExperimentConfig,
+    out: Path,
+    units: list[Unit],
+    backend: str,
+    workers: int,
+    address: str | None,
+) -> Iterator[tuple[Unit, float]]:
+    """Run independent units; yield each (unit, seconds) as it finishes."""
+    if not units:
+        return
+    by_name = {u.name: u for u in units}
+    if backend == "ray":
+        try:
+            import ray
+        except ImportError as err:
+            raise ValueError("the ray backend needs Ray: pip install 'metarobot[ray]'") from err
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        remote = ray.remote(num_cpus=1)(_timed)
+        pending = [remote.remote(cfg, out, u) for u in units]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            name, seconds = ray.get(done[0])
+            yield by_name[name], seconds
+    elif workers == 1:
+        for u in units:
+            name, seconds = _timed(cfg, out, u)
+            yield u, seconds
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_timed, cfg, out, u) for u in units]
+            for fut in as_completed(futures):
+                name, seconds = fut.result()
+                yield by_name[name], seconds
 
 
 def _report(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
