@@ -280,7 +280,11 @@ def stratified_bootstrap_ci(
 
 
 def aggregate(records: Sequence[Mapping[str, Any]], reps: int = 2000) -> list[dict[str, Any]]:
-    """Per (method, k): IQM score with 95% CI, mean return, and the number of runs."""
+    """Per (method, k): IQM score with 95% CI, mean return, and the number of runs.
+
+    The score matrix has one row per run — a (training seed, evaluation seed) pair — and one
+    column per task; the bootstrap resamples runs within each task.
+    """
     out = []
     methods = [m for m in METHODS if any(r["method"] == m for r in records)]
     methods += sorted({r["method"] for r in records} - set(methods))
@@ -289,10 +293,13 @@ def aggregate(records: Sequence[Mapping[str, Any]], reps: int = 2000) -> list[di
         for k in sorted({r["k"] for r in rows}):
             sel = [r for r in rows if r["k"] == k]
             tasks = sorted({r["task"] for r in sel})
-            seeds = sorted({r["seed"] for r in sel})
-            mat = np.full((len(seeds), len(tasks)), np.nan)
+            # A run is one (training seed, evaluation seed) pair.
+            runs = sorted({(r.get("train_seed", 0), r["seed"]) for r in sel})
+            mat = np.full((len(runs), len(tasks)), np.nan)
             for r in sel:
-                mat[seeds.index(r["seed"]), tasks.index(r["task"])] = r["score"]
+                mat[runs.index((r.get("train_seed", 0), r["seed"])), tasks.index(r["task"])] = r[
+                    "score"
+                ]
             lo, hi = stratified_bootstrap_ci(mat, reps=reps)
             out.append(
                 {

@@ -300,3 +300,26 @@ def test_aggregate_one_row_per_method_and_k():
         assert a["iqm"] == pytest.approx(iqm(np.array([r["score"] for r in sel])))
         assert a["mean_return"] == pytest.approx(np.mean([r["return"] for r in sel]))
         assert a["ci_low"] <= a["iqm"] <= a["ci_high"]
+
+
+def test_aggregate_counts_every_training_seed_as_runs():
+    from metarobot.evaluation import aggregate as agg
+
+    recs = [
+        {
+            "method": "maml",
+            "k": 0,
+            "task": t,
+            "seed": s,
+            "train_seed": ts,
+            "return": float(ts),
+            "score": float(ts),
+        }
+        for t in range(2)
+        for s in range(2)
+        for ts in range(3)
+    ]
+    row = agg(recs, reps=50)[0]
+    assert row["runs"] == 12
+    # Scores 0, 1, 2 in equal numbers: the IQM of all 12 is 1 (not 2, the last seed's).
+    assert row["iqm"] == pytest.approx(1.0)
