@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -117,34 +118,50 @@ def adaptation_curve_png(agg: Sequence[Mapping[str, Any]], path: str | Path, tit
     plt.close(fig)
 
 
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    if len(y) < window or window <= 1:
+        return y
+    kernel = np.ones(window) / window
+    pad = np.concatenate([np.full(window - 1, y[0]), y])
+    return np.convolve(pad, kernel, mode="valid")
+
+
 def learning_curve_png(
-    logs: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, title: str
+    logs: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, title: str, window: int = 5
 ) -> None:
-    """Meta-training return before (dashed) and after (solid) adaptation vs iteration."""
+    """Meta-training return before (dashed) and after (solid) adaptation vs iteration.
+
+    ``logs`` maps ``"<method> s<seed>"`` to its rows; seeds of one method are averaged (band:
+    min–max over seeds) and curves are smoothed with a ``window``-iteration moving average.
+    """
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     cmap = plt.get_cmap("tab10")
-    for i, (name, rows) in enumerate(logs.items()):
-        if not rows:
-            continue
-        it = [r["iteration"] for r in rows]
-        ax.plot(
-            it,
-            [r["pre_return"] for r in rows],
-            "--",
-            color=cmap(i % 10),
-            alpha=0.6,
-            label=f"{name} (before adaptation)",
-        )
-        if "post_return" in rows[0]:
+    groups: dict[str, list[Sequence[Mapping[str, float]]]] = {}
+    for name, rows in logs.items():
+        if rows:
+            groups.setdefault(name.split(" ")[0], []).append(rows)
+    for i, (method, runs) in enumerate(groups.items()):
+        n = min(len(r) for r in runs)
+        it = np.array([r["iteration"] for r in runs[0][:n]])
+        for key, style, label in (
+            ("post_return", "-", "after adaptation"),
+            ("pre_return", "--", "before adaptation"),
+        ):
+            if key not in runs[0][0]:
+                continue
+            ys = np.array([_smooth(np.array([row[key] for row in r[:n]]), window) for r in runs])
             ax.plot(
                 it,
-                [r["post_return"] for r in rows],
-                "-",
+                ys.mean(0),
+                style,
                 color=cmap(i % 10),
-                label=f"{name} (after adaptation)",
+                label=f"{method} ({label})",
+                alpha=1.0 if style == "-" else 0.7,
             )
+            if len(runs) > 1 and style == "-":
+                ax.fill_between(it, ys.min(0), ys.max(0), color=cmap(i % 10), alpha=0.12)
     ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean training-task return")
+    ax.set_ylabel(f"mean training-task return ({window}-iteration moving average)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.get_lines():
