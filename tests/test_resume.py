@@ -125,3 +125,64 @@ def test_sigkill_mid_training_then_resume_is_identical(tmp_path):
     assert a.meta["iterations"] == b.meta["iterations"] == 40
     for k in a.params:
         torch.testing.assert_close(a.params[k], b.params[k], rtol=0, atol=0)
+
+
+TINY_TOML = """
+name = "tiny"
+family = "metarobot/InvertedPendulumRandParams-v0"
+methods = ["maml", "reptile", "ensemble", "domain_randomization", "oracle", "scratch"]
+[meta]
+iterations = 6
+meta_batch = 2
+episodes = 1
+post_episodes = 1
+hidden = [8, 8]
+checkpoint_every = 1
+[baselines]
+n_experts = 2
+expert_timesteps = 256
+dr_timesteps = 256
+oracle_timesteps = 256
+n_envs = 2
+[eval]
+ks = [0, 1]
+seeds = [0, 1]
+episodes = 1
+n_test_tasks = 2
+bootstrap_reps = 50
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_experiment_then_rerun_is_identical(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_TOML)
+
+    def cmd(out):
+        return [
+            sys.executable,
+            "-m",
+            "metarobot.cli",
+            "run",
+            str(cfg),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+
+    subprocess.run(cmd(tmp_path / "ref"), check=True, timeout=600, capture_output=True)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoints" / "reptile-s0.state.pt"  # mid-way through the 2nd meta unit
+    deadline = time.time() + 300
+    while not state.exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.csv").exists()
+    done = subprocess.run(cmd(out), timeout=600, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "reused" in done.stdout
+    assert (out / "results.csv").read_bytes() == (tmp_path / "ref" / "results.csv").read_bytes()
