@@ -327,6 +327,11 @@ class Task:
             if name in SIGN_FIELDS:
                 if any(v not in (-1.0, 1.0) for v in vals):
                     raise ValueError(f"{name} values must be -1 or +1, got {values!r}")
+            elif name == "body_mass" and any(v <= 0.0 for v in vals):
+                raise ValueError(
+                    "body_mass scales must be in (0, inf) (a moving body needs mass), got "
+                    f"{values!r}"
+                )
             elif any(v < 0.0 for v in vals):
                 raise ValueError(f"{name} scales must be in [0, inf), got {values!r}")
             scale_items.append((name, vals))

@@ -50,6 +50,14 @@ def _n_elements(model: mujoco.MjModel, name: str) -> int:
     }[name]
 
 
+def _check_mass_spec(spec: Any) -> None:
+    low = min(spec.values) if isinstance(spec, Choice) else spec.low
+    if low <= 0:
+        raise ValueError(
+            f"body_mass: scales must be in (0, inf) (a moving body needs mass), got low={low!r}"
+        )
+
+
 def _check_direction_spec(spec: Any) -> None:
     if not (isinstance(spec, Choice) and set(spec.values) <= {-1.0, 1.0}):
         raise ValueError(
@@ -168,6 +176,11 @@ class RandomizedDynamics(gym.Wrapper):
         self._specs: dict[str, ParamSpec | Choice] = {
             k: as_spec(k, v) for k, v in raw.items() if v is not None
         }
+        for k, v in (test_overrides or {}).items():
+            if k == "body_mass":
+                _check_mass_spec(as_spec(k, v))
+        if "body_mass" in self._specs:
+            _check_mass_spec(self._specs["body_mass"])
         self._disabled = self._disabled_spec(disabled_actuators, model.nu)
         self._goal_specs: dict[str, ParamSpec | Choice] = {
             k: v.named(k) for k, v in sorted((goal or {}).items())
@@ -280,6 +293,8 @@ class RandomizedDynamics(gym.Wrapper):
             if name == "actuator_direction":
                 if any(v not in (-1.0, 1.0) for v in values):
                     raise ValueError(f"{name}: values must be -1 or +1, got {values}")
+            elif name == "body_mass" and any((not math.isfinite(v)) or v <= 0 for v in values):
+                raise ValueError(f"{name}: scales must be finite and in (0, inf), got {values}")
             elif any((not math.isfinite(v)) or v < 0 for v in values):
                 raise ValueError(f"{name}: scales must be finite and in [0, inf), got {values}")
         for i in task.disabled_actuators:
@@ -330,7 +345,12 @@ class RandomizedDynamics(gym.Wrapper):
             model.actuator_gear[i] = 0.0
             model.actuator_gainprm[i] = 0.0
             model.actuator_biasprm[i] = 0.0
-        mujoco.mj_setConst(model, self._base.data)
+        try:
+            mujoco.mj_setConst(model, self._base.data)
+        except mujoco.FatalError as err:
+            if task != self.nominal_task():
+                self._apply(self.nominal_task())  # leave a usable model behind
+            raise ValueError(f"task is not physically valid ({err}): {task}") from err
 
     # ------------------------------------------------------------------ gym API
     def reset(

@@ -148,3 +148,15 @@ def test_cli_argument_parsing_only_exits_cleanly(argv):
         parser.parse_args(argv)
     except SystemExit as exc:
         assert exc.code in (0, 2)
+
+
+def test_zero_mass_is_rejected_and_env_stays_usable():
+    # Found by experiments/fuzz_tasks.py: a zero mass made mj_setConst raise mujoco.FatalError.
+    with pytest.raises(ValueError, match="body_mass"):
+        me.Task.make("metarobot/ReacherRandParams-v0", {"body_mass": [0.0]})
+    env = gym.make("metarobot/ReacherRandParams-v0")
+    bad = me.Task("metarobot/ReacherRandParams-v0", (("body_mass", (0.0,)),))
+    with pytest.raises(ValueError, match="body_mass"):
+        env.reset(seed=0, options={"task": bad})
+    obs, _ = env.reset(seed=0)
+    assert np.all(np.isfinite(obs))

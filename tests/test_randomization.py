@@ -342,12 +342,14 @@ SCALE_FIELDS = [f for f in DYNAMICS_FIELDS if f not in SIGN_FIELDS]
 
 @st.composite
 def scale_dicts(draw, max_size=12):
-    """Random valid ``scales`` mappings: non-negative scales, ±1 for sign fields."""
+    """Random valid ``scales`` mappings: non-negative scales (positive masses), ±1 for signs."""
     out = draw(
         st.dictionaries(
             st.sampled_from(SCALE_FIELDS), st.lists(finite_nonneg, min_size=1, max_size=max_size)
         )
     )
+    if "body_mass" in out:
+        out["body_mass"] = [v if v > 0 else 1e-3 for v in out["body_mass"]]
     for name in SIGN_FIELDS:
         if draw(st.booleans()):
             out[name] = draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=1, max_size=8))
