@@ -399,6 +399,11 @@ def run_experiment(
     torch.set_num_threads(cfg.torch_threads)
     t0 = time.perf_counter()
     ran, skipped = [], []
+    pool = None
+    if backend == "local" and workers > 1:  # one pool for both stages: workers start once
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
     try:
         units = plan(cfg, out_dir, progress)
         todo = [u for u in units if not u.output.exists()]
@@ -413,7 +418,7 @@ def run_experiment(
         ) as bar:
             for stage in (0, 1):  # evaluation needs every trained policy
                 batch = [u for u in todo if u.stage == stage]
-                for u, seconds in _execute(cfg, out_dir, batch, backend, workers, address):
+                for u, seconds in _execute(cfg, out_dir, batch, backend, workers, address, pool):
                     with open(out_dir / "timings.csv", "a", newline="") as fh:
                         csv.writer(fh).writerow([u.name, f"{seconds:.2f}"])
                     if not u.output.exists():
@@ -423,6 +428,8 @@ def run_experiment(
                     bar.update(u.weight)
     finally:
         torch.set_num_threads(prev_threads)
+        if pool is not None:
+            pool.shutdown()
     result = _report(cfg, out_dir)
     result.update(ran=ran, skipped=skipped, seconds=time.perf_counter() - t0)
     return result
@@ -441,6 +448,7 @@ def _execute(
     backend: str,
     workers: int,
     address: str | None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> Iterator[tuple[Unit, float]]:
     """Run independent units; yield each (unit, seconds) as it finishes."""
     if not units:
@@ -464,12 +472,12 @@ def _execute(
             name, seconds = _timed(cfg, out, u)
             yield u, seconds
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_timed, cfg, out, u) for u in units]
-            for fut in as_completed(futures):
-                name, seconds = fut.result()
-                yield by_name[name], seconds
+        if pool is None:
+            raise ValueError("a worker pool is needed for workers > 1")
+        futures = [pool.submit(_timed, cfg, out, u) for u in units]
+        for fut in as_completed(futures):
+            name, seconds = fut.result()
+            yield by_name[name], seconds
 
 
 def _report(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
