@@ -436,7 +436,6 @@ class MetaLearner:
         for c in candidates:
             try:
                 state = torch.load(c, map_location="cpu", weights_only=False)
-                self.load_state_dict(state)
             except Exception as err:  # a damaged file may raise anything while unpickling
                 errors.append(f"{c}: {err}")
                 warnings.warn(
@@ -444,6 +443,14 @@ class MetaLearner:
                     stacklevel=2,
                 )
                 continue
+            if not isinstance(state, dict) or state.get("format") != "metarobot-train-state":
+                errors.append(f"{c}: not a metarobot training state")
+                warnings.warn(
+                    f"{str(c)!r} is not a metarobot training state; trying the previous one",
+                    stacklevel=2,
+                )
+                continue
+            self.load_state_dict(state)  # a state of another run is an error, not damage
             return True
         if errors:
             raise ValueError("no usable training state: " + "; ".join(errors))
