@@ -196,9 +196,24 @@ class DisabledActuators:
 
     def __post_init__(self) -> None:
         groups: list[tuple[int, ...]] = []
+        if isinstance(self.candidates, (str, bytes)) or not isinstance(self.candidates, Iterable):
+            raise ValueError(
+                f"{self.name}: candidates must be a tuple of actuator indices or index groups, "
+                f"got {self.candidates!r}"
+            )
         for group in self.candidates:
-            g = (group,) if isinstance(group, (int, np.integer)) else tuple(group)
-            if not g or any((not isinstance(i, (int, np.integer))) or i < 0 for i in g):
+            if isinstance(group, (int, np.integer)) and not isinstance(group, bool):
+                g: tuple[Any, ...] = (group,)
+            elif isinstance(group, Iterable) and not isinstance(group, (str, bytes)):
+                g = tuple(group)
+            else:
+                raise ValueError(
+                    f"{self.name}: candidate groups must be actuator indices >= 0 or tuples of "
+                    f"them, got {group!r}"
+                )
+            if not g or any(
+                isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in g
+            ):
                 raise ValueError(
                     f"{self.name}: candidate groups must be non-empty tuples of actuator indices "
                     f">= 0, got {group!r}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import gymnasium as gym
 import numpy as np
@@ -20,15 +19,6 @@ from metarobot.policies import Policy
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 CHEETAH = "metarobot/HalfCheetahRandParams-v0"
 FAST = {"device": "cpu", "nthread": 1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    yield
-    os.chdir(old)
 
 
 @pytest.fixture(scope="module")

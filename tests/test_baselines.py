@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -17,18 +15,6 @@ from metarobot.sb3 import from_sb3, make_sb3_vec_env
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 REACHER = "metarobot/ReacherRandParams-v0"
 TINY = {"n_envs": 2, "nthread": 1, "hidden": (8, 8)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory. One torch thread:
-    # tiny PPO updates are many times slower with two threads on a 2-core machine.
-    old, threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    os.chdir(old)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ Parity is therefore checked over 30 steps.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import gymnasium as gym
 import numpy as np
@@ -22,15 +21,6 @@ FAMILY_IDS = me.FAMILY_IDS
 REACHER = "metarobot/ReacherRandParams-v0"
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 TOL = 1e-6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    yield
-    os.chdir(old)
 
 
 def train_tasks(fid, n=3):

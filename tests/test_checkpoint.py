@@ -20,15 +20,6 @@ CHEETAH = "metarobot/HalfCheetahRandParams-v0"
 WALKER = "metarobot/Walker2dRandParams-v0"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    yield
-    os.chdir(old)
-
-
 @pytest.fixture
 def policy():
     """A policy whose every part differs from a fresh one's."""

@@ -6,7 +6,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import os
 import re
 import sys
 import typing
@@ -54,15 +53,6 @@ ks = [0, 1]
 seeds = [0, 1]
 n_test_tasks = 2
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    yield
-    os.chdir(old)
 
 
 def valid() -> dict:

@@ -18,12 +18,6 @@ FID = "metarobot/HalfCheetahRandParams-v0"
 HUGE_GEAR = {"actuator_gear": (1e6,)}
 
 
-@pytest.fixture(autouse=True)
-def _mujoco_log_in_tmp(tmp_path, monkeypatch):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    monkeypatch.chdir(tmp_path)
-
-
 def strong_actions(n_steps, shape, seed=0):
     rng = np.random.default_rng(seed)
     mag = rng.uniform(0.5, 1.0, size=(n_steps, *shape))

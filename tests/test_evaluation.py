@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import trim_mean
 
 import metarobot
@@ -26,17 +24,6 @@ from metarobot.evaluation import (
 )
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old, threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    os.chdir(old)
 
 
 @pytest.fixture(scope="module")

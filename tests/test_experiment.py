@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -58,15 +57,6 @@ adapt_steps = 1
 adapt_lr = 0.01
 bootstrap_reps = 50
 """.replace("'", '"')
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    yield
-    os.chdir(old)
 
 
 @pytest.fixture(scope="module")

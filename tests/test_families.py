@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import gymnasium as gym
 import numpy as np
@@ -73,15 +72,6 @@ CHECK_ENV_WARNINGS = [
     "ignore:.*symmetric and normalized space.*",
     "ignore:.*different from the unwrapped version.*",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    yield
-    os.chdir(old)
 
 
 def snapshot(model) -> dict[str, np.ndarray]:

@@ -23,11 +23,6 @@ VALUES = st.one_of(FLOATS, st.lists(FLOATS, max_size=6))
 FAMILY = "metarobot/InvertedPendulumRandParams-v0"
 
 
-@pytest.fixture(autouse=True)
-def _cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
 @settings(max_examples=300, deadline=None)
 @given(low=FLOATS, high=FLOATS, per_element=st.booleans(), log=st.booleans())
 def test_spec_construction(low, high, per_element, log):
@@ -160,3 +155,10 @@ def test_zero_mass_is_rejected_and_env_stays_usable():
         env.reset(seed=0, options={"task": bad})
     obs, _ = env.reset(seed=0)
     assert np.all(np.isfinite(obs))
+
+
+@pytest.mark.parametrize("bad", [(0.0, 0.0), [True], ("a",), 3.5])
+def test_disabled_actuator_candidates_must_be_indices(bad):
+    # Found by test_wrapper_construction: (0.0, 0.0) raised TypeError instead of ValueError.
+    with pytest.raises(ValueError, match="disabled_actuators"):
+        me.RandomizedDynamics(gym.make("Swimmer-v5").unwrapped, disabled_actuators=bad)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 
 import numpy as np
 import pytest
@@ -26,15 +25,6 @@ OBS, ACT = 4, 1
 N_TASKS, K, T = 2, 2, 3
 CLIP = 0.2
 TINY = {"meta_batch": 2, "episodes": 1, "post_episodes": 1, "outer_epochs": 1, "hidden": (8,)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    yield
-    os.chdir(old)
 
 
 # ---------------------------------------------------------------------------- reference maths

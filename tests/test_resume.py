@@ -24,11 +24,6 @@ KW = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
 def _strip(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 

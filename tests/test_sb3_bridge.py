@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,18 +19,6 @@ from metarobot.sb3 import SB3VecEnv, from_sb3, make_sb3_vec_env, to_sb3
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 REACHER = "metarobot/ReacherRandParams-v0"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory. One torch thread:
-    # tiny PPO updates are many times slower with two threads on a 2-core machine.
-    old, threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    os.chdir(old)
 
 
 def randomize_actor(model, seed: int, scale: float = 0.7) -> None:

@@ -14,11 +14,6 @@ from metarobot.sb3 import SB3Reptile, TaskScheduleCallback, from_sb3
 FAMILY = "metarobot/InvertedPendulumRandParams-v0"
 
 
-@pytest.fixture(autouse=True)
-def _cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
 def _actor(model):
     return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
 

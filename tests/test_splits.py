@@ -16,15 +16,6 @@ FAMILY_IDS = me.FAMILY_IDS
 DIR = "metarobot/HalfCheetahDir-v0"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _mujoco_log_in_tmp(tmp_path_factory):
-    # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working directory.
-    old = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
-    yield
-    os.chdir(old)
-
-
 def family_class(fid):
     return type(me.find_randomized(gym.make(fid)))
 
