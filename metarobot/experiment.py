@@ -46,7 +46,7 @@ from metarobot.evaluation import (
     random_returns,
     score_records,
 )
-from metarobot.learners import MAML, MetaSGD, Reptile
+from metarobot.learners import MAML, MetaConfig, MetaSGD, Reptile
 from metarobot.policies import Policy
 from metarobot.report import (
     adaptation_curve_png,
@@ -99,36 +99,17 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 
 def _meta_learner(name: str, cfg: ExperimentConfig, seed: int) -> Any:
     m = cfg.meta
-    common = {
-        "meta_batch": m.meta_batch,
-        "episodes": m.episodes,
-        "post_episodes": m.post_episodes,
-        "inner_lr": m.inner_lr,
-        "outer_epochs": m.outer_epochs,
-        "clip": m.clip,
-        "gamma": m.gamma,
-        "lam": m.lam,
-        "hidden": tuple(m.hidden),
-        "init_log_std": m.init_log_std,
-        "seed": seed,
-        "device": "cpu",
-        "nthread": cfg.nthread,
-    }
+    # Every [meta] field that MetaConfig also has is passed through as it is.
+    shared = {f.name for f in dataclasses.fields(MetaConfig)}
+    common = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name in shared}
+    common.update(hidden=tuple(m.hidden), seed=seed, device="cpu", nthread=cfg.nthread)
     if name == "reptile":
-        return Reptile(
-            cfg.family,
-            inner_steps=m.reptile_inner_steps,
-            outer_lr=m.reptile_lr,
-            **{**common, "inner_lr": m.reptile_inner_lr},
+        common.update(
+            inner_steps=m.reptile_inner_steps, outer_lr=m.reptile_lr, inner_lr=m.reptile_inner_lr
         )
+        return Reptile(cfg.family, **common)
     cls = MetaSGD if name == "metasgd" else MAML
-    return cls(
-        cfg.family,
-        first_order=(name == "fomaml"),
-        inner_steps=m.inner_steps,
-        outer_lr=m.outer_lr,
-        **common,
-    )
+    return cls(cfg.family, first_order=(name == "fomaml"), **common)
 
 
 def plan(cfg: ExperimentConfig, out: Path, progress: bool = True) -> list[Unit]:

@@ -384,8 +384,7 @@ class SB3Reptile:
             for _ in range(self.meta_batch):
                 task = self.tasks[int(self.rng.integers(len(self.tasks)))]
                 self.venv.venv.set_tasks([task] * self.n_envs)
-                inner = clone_sb3(self.model, self.venv)
-                inner.policy.load_state_dict(self.model.policy.state_dict())
+                inner = clone_sb3(self.model, self.venv)  # a copy: same parameters as θ
                 inner.learn(self.inner_timesteps, reset_num_timesteps=True)
                 adapted = self._float_state(inner)
                 for k in deltas:
