@@ -8,6 +8,7 @@ from metarobot.envs.families.half_cheetah import (
     HalfCheetahRandParams,
     HalfCheetahVel,
 )
+from metarobot.envs.families.half_cheetah_reversed import HalfCheetahReversed
 from metarobot.envs.families.hopper import HopperRandParams
 from metarobot.envs.families.inverted_pendulum import InvertedPendulumRandParams
 from metarobot.envs.families.reacher import ReacherRandParams
@@ -18,6 +19,7 @@ ALL_FAMILIES: tuple[type[Family], ...] = (
     HalfCheetahCrippled,
     HalfCheetahVel,
     HalfCheetahDir,
+    HalfCheetahReversed,
     HopperRandParams,
     Walker2dRandParams,
     AntRandParams,
@@ -36,6 +38,7 @@ __all__ = [
     "HalfCheetahCrippled",
     "HalfCheetahDir",
     "HalfCheetahRandParams",
+    "HalfCheetahReversed",
     "HalfCheetahVel",
     "HopperRandParams",
     "InvertedPendulumRandParams",
