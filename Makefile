@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	# CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[dev,ray]"
+	$(PY) -m pip install -e ".[dev,ray,gpu]"
 	touch $(STAMP)
 
 install: $(STAMP)
