@@ -220,15 +220,13 @@ def machine() -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the working tree (``-dirty`` when tracked files are modified)."""
+    """``git rev-parse --short HEAD`` in the current directory ("unknown" outside a repo)."""
     try:
-        head = subprocess.run(
+        return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], check=False).returncode
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return head + ("-dirty" if dirty else "")
 
 
 def _fmt(x: float) -> str:
