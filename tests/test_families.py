@@ -41,6 +41,9 @@ EXPECTED: dict[str, dict] = {
         "disabled": {"train": {(0,), (1,), (2,), (3,)}, "test": {(4,), (5,)}},
     },
     "metarobot/HalfCheetahVel-v0": {"goal": {"velocity": (0.0, 2.0)}},
+    "metarobot/HalfCheetahReversed-v0": {
+        "scales": {"body_mass": (0.8, 1.25, 1), "actuator_direction": ({-1.0, 1.0}, "nu")}
+    },
     "metarobot/HalfCheetahDir-v0": {"goal": {"direction": {-1.0, 1.0}}},
     "metarobot/HopperRandParams-v0": {"scales": PEARL},
     "metarobot/Walker2dRandParams-v0": {"scales": PEARL},
