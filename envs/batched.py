@@ -1,10 +1,24 @@
-"""``BatchedMujocoEnv``: N randomized MuJoCo worlds stepped by one ``mujoco.rollout`` call.
+"""``BatchedMujocoEnv``: N randomized MuJoCo worlds stepped together by ``mujoco.batch.Batch``.
 
-Each world is a real family env (its own ``MjModel`` with its own task, its own ``MjData`` used
-for resets). A vector step hands every world's state and model to ``mujoco.rollout`` — one C call
-that runs the ``frame_skip`` physics steps of all worlds on a thread pool with the GIL released —
-and computes observations, rewards and terminations for the whole batch with numpy (see
-:mod:`metarobot.envs.kernels`).
+Each world is a real env made by ``gym.make(env_id)`` (its own ``MjModel`` with its own task and
+its own ``MjData``, used for resets). All worlds also live in one ``mujoco.batch.Batch``: one
+simulation per world, whose state row is the world's ``mjSTATE_INTEGRATION`` state (including
+the solver's warm start) and whose model fields written by tasks are expanded per simulation
+(``RandomizedDynamics.MODEL_FIELDS``, then ``set_const``). A vector step writes the controls,
+runs ``frame_skip`` physics steps of every world on the batch's thread pool (one C call, the GIL
+released), then computes observations, rewards and episode ends in one of two ways:
+
+- **kernel path** (robots with a kernel, :mod:`metarobot.envs.kernels`): numpy over the whole
+  batch, from the bound ``qpos``/``qvel`` rows; no per-world Python.
+- **generic path** (any Gymnasium MuJoCo env): each world's own ``step`` runs, with its physics
+  call replaced by loading that world's ``MjData`` from the (persistent) batch. Slower, exact
+  for any robot and wrapper stack; the kernels are tested against it.
+
+Parity: ``mujoco.batch`` is documented bit-identical to a loop of ``mj_step`` over one
+``MjData`` per simulation, resets run the single env's own code, and the state row carries the
+warm start, so world i of ``make_batched(id, tasks).reset(seed=s)`` equals ``gym.make(id)`` reset
+with seed ``s + i`` and task i, bit for bit, over whole episodes (tested for every family and
+for unshipped Gymnasium robots).
 
 Autoreset: ``"next_step"`` (Gymnasium's default, as in ``SyncVectorEnv``): the step after a world
 ends resets it, ignores its action and returns its first observation with reward 0.
@@ -14,67 +28,116 @@ ends resets it, ignores its action and returns its first observation with reward
 
 New tasks: ``reset(options={"tasks": [...]})`` (one per world) or ``{"task": t}`` (all worlds),
 or ``set_tasks`` (used from each world's next reset, including autoresets).
-
-Parity: resets run the very code of the single env, so first observations are identical; a step
-is identical to ``env.step`` except that ``mujoco.rollout`` cannot return the constraint
-solver's warm start, so each step after the first starts the solver from zero instead of the
-previous acceleration. Results agree to the solver's tolerance (max |Δobs| ~1e-12 after 10
-HalfCheetah steps), and chaotic robots drift apart over long horizons (see DESIGN.md).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import mujoco
 import numpy as np
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from mujoco import rollout
+from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
+from mujoco.batch import Batch
 
-from metarobot.envs.kernels import make_kernel
+from metarobot.envs.kernels import Kernel, find_kernel
 from metarobot.envs.randomization import Task
-from metarobot.envs.randomized import RandomizedDynamics, find_randomized
+from metarobot.envs.randomized import RandomizedDynamics
 
-__all__ = ["BatchedMujocoEnv", "make_batched"]
+__all__ = ["ENGINES", "BatchedMujocoEnv", "make_batched"]
 
-_STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
+_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 _MODES = {
     "next_step": AutoresetMode.NEXT_STEP,
     "same_step": AutoresetMode.SAME_STEP,
     "disabled": AutoresetMode.DISABLED,
 }
+# MuJoCo warnings that mean a simulation diverged (as RandomizedDynamics counts them).
+_DIVERGENCE = [
+    int(mujoco.mjtWarning.mjWARN_BADQACC),
+    int(mujoco.mjtWarning.mjWARN_BADQPOS),
+    int(mujoco.mjtWarning.mjWARN_BADQVEL),
+]
+# Wrappers that change no observation, reward or action: the kernel path may skip them.
+_TRANSPARENT = (TimeLimit, OrderEnforcing, PassiveEnvChecker)
+
+#: Simulation engines of :func:`make_batched`.
+ENGINES: tuple[str, ...] = ("batch", "warp")
 
 
-def _make_world(env_id: str, env_kwargs: dict[str, Any]) -> RandomizedDynamics:
+def _is_count(v: Any, low: int) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= low
+
+
+def _make_world(env_id: str, env_kwargs: dict[str, Any]) -> tuple[gym.Env, RandomizedDynamics]:
+    """The world's outermost env (what ``gym.make`` gives) and its RandomizedDynamics layer."""
     env = gym.make(env_id, disable_env_checker=True, **env_kwargs)
-    try:
-        return find_randomized(env)
-    except ValueError:
-        return RandomizedDynamics(env.unwrapped, family=env_id)
+    rd = _find_rd(env)
+    if rd is None:  # a plain Gymnasium id: every world runs the nominal task
+        env = RandomizedDynamics(env, family=env_id)
+        rd = env
+    return env, rd
+
+
+def _find_rd(env: gym.Env) -> RandomizedDynamics | None:
+    cur: Any = env
+    while cur is not None:
+        if isinstance(cur, RandomizedDynamics):
+            return cur
+        cur = getattr(cur, "env", None)
+    return None
+
+
+def _chain(env: gym.Env) -> list[Any]:
+    out, cur = [], env
+    while isinstance(cur, gym.Wrapper):
+        out.append(cur)
+        cur = cur.env
+    return out
+
+
+def _time_limit(env: gym.Env) -> int | None:
+    """The episode length the wrapper stack enforces (the smallest ``TimeLimit``), or None."""
+    limits = [w._max_episode_steps for w in _chain(env) if isinstance(w, TimeLimit)]
+    return min(limits) if limits else None
+
+
+def _kernel_for(env: gym.Env, rd: RandomizedDynamics) -> Kernel | None:
+    """The vectorized kernel reproducing ``env.step``, or None when only the env's code can."""
+    for w in _chain(env):
+        if not isinstance(w, (*_TRANSPARENT, RandomizedDynamics)):
+            return None
+    if type(rd).step is not RandomizedDynamics.step:
+        return None
+    return find_kernel(rd.unwrapped)
 
 
 class BatchedMujocoEnv(VectorEnv):
-    """N worlds of one family, each with its own task, stepped through ``mujoco.rollout``.
+    """N worlds of one family, each with its own task, stepped through ``mujoco.batch.Batch``.
 
     Args:
-        env_id: A registered id (a ``metarobot/...`` family, or a plain Gymnasium MuJoCo id whose
-            worlds then all run the nominal task).
+        env_id: Any registered id of a Gymnasium MuJoCo env: a family (its env is or wraps a
+            ``RandomizedDynamics``), or a plain id whose worlds all run the nominal task.
         tasks: One task per world. ``None`` means ``num_envs`` nominal tasks.
         num_envs: Number of worlds when ``tasks`` is None.
-        nthread: Threads of the rollout pool; default: the number of CPU cores.
-        chunk_size: Worlds per thread-pool task; default ``max(1, N // (4 · nthread))``
-            (fewer, larger chunks than mujoco's default cut the pool's overhead; four chunks per
-            thread keep the load balanced across worlds of unequal cost).
+        nthread: Threads of the batch's pool; default (None) or 0: the number of CPU cores.
         autoreset_mode: ``"next_step"``, ``"same_step"`` or ``"disabled"``.
-        max_episode_steps: Time limit; default: the registered one.
+        max_episode_steps: Time limit; default: the registered one (passed to ``gym.make``).
+        use_kernel: ``None`` (default): the vectorized kernel when the robot has one and its
+            wrapper stack changes nothing a kernel cannot see, else the generic path; ``True``:
+            require the kernel; ``False``: always the generic path (each world's own ``step``).
+        persistent: Keep one ``MjData`` per world in the batch; default: only on the generic
+            path (which reads every field of it); the kernel path reads only states and runs
+            faster on shared data.
         **env_kwargs: Passed to ``gym.make`` for each world.
 
     Raises:
-        ValueError: On an empty or wrong-family task list, a bad count, mode or thread number.
+        ValueError: On an empty or wrong-family task list, a bad count, mode or thread number,
+            ``use_kernel=True`` for a robot without a kernel, or an env that is not MuJoCo.
     """
 
     def __init__(
@@ -84,17 +147,14 @@ class BatchedMujocoEnv(VectorEnv):
         *,
         num_envs: int | None = None,
         nthread: int | None = None,
-        chunk_size: int | None = None,
         autoreset_mode: str | AutoresetMode = "next_step",
         max_episode_steps: int | None = None,
+        use_kernel: bool | None = None,
+        persistent: bool | None = None,
         **env_kwargs: Any,
     ) -> None:
         if tasks is None:
-            if (
-                isinstance(num_envs, bool)
-                or not isinstance(num_envs, (int, np.integer))
-                or num_envs < 1
-            ):
+            if not _is_count(num_envs, 1):
                 raise ValueError(
                     f"num_envs must be an integer >= 1 when tasks is None, got {num_envs!r}"
                 )
@@ -118,58 +178,104 @@ class BatchedMujocoEnv(VectorEnv):
                 f"autoreset_mode must be one of {sorted(_MODES)}, got {autoreset_mode!r}"
             )
         if nthread is None:
-            nthread = os.cpu_count() or 1
-        if isinstance(nthread, bool) or not isinstance(nthread, (int, np.integer)) or nthread < 0:
-            raise ValueError(f"nthread must be an integer >= 0, got {nthread!r}")
+            nthread = 0
+        if not _is_count(nthread, 0):
+            raise ValueError(f"nthread must be an integer >= 0 (0: all cores), got {nthread!r}")
+        if max_episode_steps is not None and not _is_count(max_episode_steps, 1):
+            raise ValueError(
+                f"max_episode_steps must be an integer >= 1 or None, got {max_episode_steps!r}"
+            )
+        if use_kernel not in (None, True, False):
+            raise ValueError(f"use_kernel must be None, True or False, got {use_kernel!r}")
+        if persistent not in (None, True, False):
+            raise ValueError(f"persistent must be None, True or False, got {persistent!r}")
 
         self.env_id = env_id
         self.num_envs = n
         self.autoreset_mode = _MODES[mode]
         self.metadata = {"autoreset_mode": self.autoreset_mode}
         self.render_mode = None
-        self._worlds: list[RandomizedDynamics] = [_make_world(env_id, env_kwargs) for _ in range(n)]
+        if max_episode_steps is not None:
+            env_kwargs = {**env_kwargs, "max_episode_steps": int(max_episode_steps)}
+        made = [_make_world(env_id, env_kwargs) for _ in range(n)]
+        self._envs: list[gym.Env] = [e for e, _ in made]
+        self._worlds: list[RandomizedDynamics] = [rd for _, rd in made]
         if tasks is not None:
             for w, t in zip(self._worlds, tasks, strict=True):
                 w.set_task(t)
         first = self._worlds[0]
         base = first.unwrapped
-        self.kernel = make_kernel(base)
+        if not isinstance(base, MujocoEnv):
+            raise ValueError(f"env_id {env_id!r} is not a Gymnasium MuJoCo env")
+
+        kernel = _kernel_for(self._envs[0], first)
+        if use_kernel is True and kernel is None:
+            raise ValueError(
+                f"use_kernel=True, but {env_id!r} has no kernel (robot {type(base).__name__} or "
+                "its wrapper stack); use use_kernel=None for the generic path"
+            )
+        self.kernel: Kernel | None = kernel if use_kernel is not False else None
         self._goal_fn = type(first).goal_reward if first.goal_specs else None
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, n)
         self.action_space = batch_space(self.single_action_space, n)
-        spec = gym.spec(env_id)
-        self.max_episode_steps = max_episode_steps or spec.max_episode_steps
-        self.spec = spec
+        self.spec = gym.spec(env_id)
+        self.max_episode_steps: int | None = _time_limit(self._envs[0])
 
         m = base.model
         self.frame_skip = int(base.frame_skip)
-        self._nq, self._nv, self._nu = m.nq, m.nv, m.nu
-        self._nstate = mujoco.mj_stateSize(m, _STATE)
-        self._timestep = float(m.opt.timestep)
-        self._models = [w.unwrapped.model for w in self._worlds]
-        self._nthread = int(nthread)
-        if chunk_size is None:
-            chunk_size = max(1, n // (4 * max(1, self._nthread)))
-        if (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, (int, np.integer))
-            or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-        self._chunk = int(chunk_size)
-        self._pool = rollout.Rollout(nthread=self._nthread)
-        self._datas = [mujoco.MjData(m) for _ in range(max(1, self._nthread))]
-        self._state = np.zeros((n, self._nstate))
-        self._warm = np.zeros((n, self._nv))
-        self._out = np.zeros((n, self.frame_skip, self._nstate))
-        self._ctrl = np.zeros((n, self.frame_skip, self._nu))
+        self._nu = m.nu
+        self._model_fields = tuple(type(first).MODEL_FIELDS)
+        if persistent is None:
+            persistent = self.kernel is None
+        if self.kernel is None and not persistent:
+            raise ValueError(
+                "persistent=False needs the kernel path: the generic path reads each world's "
+                "whole MjData from the batch"
+            )
+        self._batch = Batch(m, n, int(nthread), persistent=bool(persistent))
+        self._rows = {f: self._batch.expand(f) for f in self._model_fields}
+        self._qpos = self._batch.bind("qpos")
+        self._qvel = self._batch.bind("qvel")
+        self._ctrl = self._batch.bind("ctrl")
+        self._stage = int(self.kernel.stage) if self.kernel is not None else 0
+        self._derived = (
+            {f: self._batch.bind(f) for f in self.kernel.derived} if self.kernel is not None else {}
+        )
+        self._applied: list[Task | None] = [None] * n
         self._obs = np.zeros((n, *self.single_observation_space.shape))
         self._elapsed = np.zeros(n, dtype=np.int64)
         self._needs_reset = np.ones(n, dtype=bool)
+        self._stepping: int | None = None
+        self._sim_calls = 0
+        self._resync = False
+        if self.kernel is None:
+            for i, env in enumerate(self._envs):
+                self._hook_physics(i, env.unwrapped)
+        self._sync(np.arange(n))
         self._goal = self._goal_arrays()
         self.closed = False
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def worlds(self) -> tuple[RandomizedDynamics, ...]:
+        """The ``RandomizedDynamics`` layer of each world (read-only; world i at index i).
+
+        Their tasks, specs and models are the worlds' own; stepping them directly bypasses the
+        batch.
+        """
+        return tuple(self._worlds)
+
+    @property
+    def nthread(self) -> int:
+        """Threads of the batch's pool."""
+        return int(self._batch.nthread)
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the batch keeps one ``MjData`` per world."""
+        return bool(self._batch.persistent)
 
     # ------------------------------------------------------------------ tasks
     def _goal_arrays(self) -> dict[str, np.ndarray]:
@@ -205,17 +311,70 @@ class BatchedMujocoEnv(VectorEnv):
         """Draw tasks of this family (see ``RandomizedDynamics.sample_tasks``)."""
         return self._worlds[0].sample_tasks(n, seed, split)
 
+    # ------------------------------------------------------------------ batch <-> worlds
+    def _sync(self, ids: np.ndarray) -> None:
+        """Copy worlds' models (when their task changed) and states into the batch."""
+        # A batch reset clears the simulations' warning counters, as the worlds' resets did.
+        self._batch.reset(ids.astype(np.int32), stage=mujoco.mjtStage.mjSTAGE_NONE)
+        changed = []
+        for i in ids:
+            i = int(i)
+            w = self._worlds[i]
+            model = w.unwrapped.model
+            if self._applied[i] is None or self._applied[i] != w.active_task:
+                for f, rows in self._rows.items():
+                    src = getattr(model.opt, f[4:]) if f.startswith("opt.") else getattr(model, f)
+                    rows[i] = src
+                self._applied[i] = w.active_task
+                changed.append(i)
+            mujoco.mj_getState(model, w.unwrapped.data, self._batch.state[i], _STATE)
+        if changed:
+            self._batch.set_const(np.asarray(changed, dtype=np.int32))
+
+    def _hook_physics(self, i: int, base: MujocoEnv) -> None:
+        """Make world i's own ``step`` take its physics from the batch (generic path)."""
+        original = base._step_mujoco_simulation
+        frame_skip = self.frame_skip
+
+        def step_from_batch(ctrl: Any, n_frames: int) -> None:
+            if self._stepping != i:  # called outside a vector step: plain physics
+                original(ctrl, n_frames)
+                return
+            self._sim_calls += 1
+            ctrl64 = np.asarray(ctrl, dtype=np.float64).reshape(-1)
+            if (
+                self._sim_calls == 1
+                and n_frames == frame_skip
+                and np.array_equal(ctrl64, self._ctrl[i])
+            ):
+                self._batch.get_data(i, base.data)
+                original(ctrl, 0)  # the env's own post-step code (mj_rnePostConstraint, ...)
+            else:
+                # The env transformed its action, or simulates twice: the batch's result is
+                # discarded and the world's data (still in its pre-step state) steps here.
+                original(ctrl, n_frames)
+                self._resync = True
+
+        base._step_mujoco_simulation = step_from_batch  # type: ignore[method-assign]
+
     # ------------------------------------------------------------------ resets
-    def _reset_world(self, i: int, seed: int | None, task: Task | None) -> dict[str, Any]:
-        w = self._worlds[i]
-        obs, info = w.reset(seed=seed, options={"task": task} if task is not None else None)
-        data = w.unwrapped.data
-        mujoco.mj_getState(w.unwrapped.model, data, self._state[i], _STATE)
-        self._warm[i] = data.qacc_warmstart
-        self._obs[i] = obs
-        self._elapsed[i] = 0
-        self._needs_reset[i] = False
-        return info
+    def _reset_worlds(
+        self, ids: np.ndarray, seeds: Sequence[int | None], tasks: Sequence[Task | None]
+    ) -> list[dict[str, Any]]:
+        infos = []
+        for i in ids:
+            i = int(i)
+            t = tasks[i]
+            obs, info = self._envs[i].reset(
+                seed=seeds[i], options={"task": t} if t is not None else None
+            )
+            self._obs[i] = obs
+            self._elapsed[i] = 0
+            self._needs_reset[i] = False
+            infos.append(info)
+        self._sync(ids)
+        self._goal = self._goal_arrays()
+        return infos
 
     def reset(
         self,
@@ -267,14 +426,73 @@ class BatchedMujocoEnv(VectorEnv):
             mask = np.asarray(options["reset_mask"], dtype=bool)
             if mask.shape != (n,):
                 raise ValueError(f"options['reset_mask'] must have shape ({n},), got {mask.shape}")
+        ids = np.flatnonzero(mask)
         task_info = np.empty(n, dtype=object)
-        for i in np.flatnonzero(mask):
-            info = self._reset_world(int(i), seeds[i], tasks[i])
+        for i, info in zip(ids, self._reset_worlds(ids, seeds, tasks), strict=True):
             task_info[i] = info["task"]
-        self._goal = self._goal_arrays()
         return self._obs.copy(), {"task": task_info, "_task": mask.copy()}
 
     # ------------------------------------------------------------------ steps
+    def _physics(self, active: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Step the active worlds' physics; return which of them diverged."""
+        warn = self._batch.warning[:, _DIVERGENCE, 1]
+        before = warn.sum(axis=1)
+        self._ctrl[active] = actions[active]
+        ids = None if active.all() else np.flatnonzero(active).astype(np.int32)
+        if ids is None or ids.size:
+            self._batch.step(ids, nstep=self.frame_skip, stage=self._stage)
+        return (self._batch.warning[:, _DIVERGENCE, 1].sum(axis=1) != before) & active
+
+    def _step_kernel(
+        self, active: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        assert self.kernel is not None
+        qpos0 = self._qpos.copy()
+        diverged = self._physics(active, actions)
+        qpos1, qvel1 = self._qpos.copy(), self._qvel.copy()
+        derived = {k: v.copy() for k, v in self._derived.items()}
+        terms = self.kernel.step_terms(qpos0, qpos1, qvel1, actions, **derived)
+        if self._goal_fn is not None:
+            reward = np.asarray(self._goal_fn(terms, self._goal), dtype=np.float64)
+        else:
+            reward = np.asarray(terms["reward"], dtype=np.float64)
+        terminated = np.asarray(terms["terminated"], dtype=bool).copy()
+        obs = self.kernel.observation(qpos1, qvel1, **derived)
+        diverged |= active & (~np.all(np.isfinite(obs), axis=1) | ~np.isfinite(reward))
+        obs[diverged] = self._obs[diverged]
+        reward = np.where(diverged, 0.0, reward)
+        terminated &= ~diverged
+        self._elapsed += active
+        truncated = diverged.copy()
+        if self.max_episode_steps is not None:
+            truncated |= self._elapsed >= self.max_episode_steps
+        return obs, reward, terminated, truncated, diverged
+
+    def _step_generic(
+        self, active: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self._physics(active, actions)
+        n = self.num_envs
+        obs = self._obs.copy()
+        reward = np.zeros(n)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        diverged = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(active):
+            i = int(i)
+            self._stepping, self._sim_calls, self._resync = i, 0, False
+            try:
+                o, r, term, trunc, info = self._envs[i].step(actions[i])
+            finally:
+                self._stepping = None
+            if self._resync or self._sim_calls == 0:
+                base = self._envs[i].unwrapped
+                mujoco.mj_getState(base.model, base.data, self._batch.state[i], _STATE)
+            obs[i], reward[i], terminated[i], truncated[i] = o, r, term, trunc
+            diverged[i] = bool(info.get("diverged", False))
+        self._elapsed += active
+        return obs, reward, terminated, truncated, diverged
+
     def step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -301,88 +519,85 @@ class BatchedMujocoEnv(VectorEnv):
             if self.autoreset_mode is AutoresetMode.NEXT_STEP
             else np.zeros(n, bool)
         )
-
-        old = self._state.copy()
-        self._ctrl[:] = actions[:, None, :]
-        self._pool.rollout(
-            self._models,
-            self._datas,
-            self._state,
-            self._ctrl,
-            control_spec=int(mujoco.mjtState.mjSTATE_CTRL),
-            skip_checks=True,
-            nstep=self.frame_skip,
-            initial_warmstart=self._warm,
-            state=self._out,
-            chunk_size=self._chunk,
-        )
-        new = self._out[:, -1]
-        self._warm[:] = 0.0  # mujoco.rollout does not return the solver warm start
-        nq, nv = self._nq, self._nv
-        qpos0, qpos1, qvel1 = old[:, 1 : 1 + nq], new[:, 1 : 1 + nq], new[:, 1 + nq : 1 + nq + nv]
-        dt_min = old[:, 0] + (self.frame_skip - 0.5) * self._timestep
-        diverged = (new[:, 0] < dt_min) | ~np.all(np.isfinite(new), axis=1)
-
-        terms = self.kernel.step_terms(qpos0, qpos1, qvel1, actions)
-        if self._goal_fn is not None:
-            reward = self._goal_fn(terms, self._goal)
+        active = ~resetting
+        if self.kernel is not None:
+            obs, reward, terminated, truncated, diverged = self._step_kernel(active, actions)
         else:
-            reward = np.asarray(terms["reward"], dtype=np.float64)
-        terminated = np.asarray(terms["terminated"], dtype=bool).copy()
-        obs = self.kernel.observation(qpos1, qvel1)
-        diverged |= ~np.all(np.isfinite(obs), axis=1) | ~np.isfinite(reward)
-        ok = ~diverged
-        self._state[ok] = new[ok]
-        self._state[diverged] = old[diverged]
-        obs[diverged] = self._obs[diverged]
-        reward = np.where(diverged, 0.0, reward)
-        terminated &= ok
-        self._elapsed += 1
-        truncated = diverged | (self._elapsed >= self.max_episode_steps)
-        self._obs[:] = obs
+            obs, reward, terminated, truncated, diverged = self._step_generic(active, actions)
+        self._obs[active] = obs[active]
 
         infos: dict[str, Any] = {"diverged": diverged, "_diverged": np.ones(n, dtype=bool)}
-        done = terminated | truncated
         if resetting.any():
-            for i in np.flatnonzero(resetting):
-                self._reset_world(int(i), None, None)
+            ids = np.flatnonzero(resetting)
+            self._reset_worlds(ids, [None] * n, [None] * n)
             obs[resetting] = self._obs[resetting]
             reward[resetting] = 0.0
             terminated[resetting] = False
             truncated[resetting] = False
-            infos["diverged"] = diverged & ~resetting
-            done &= ~resetting
-            self._goal = self._goal_arrays()
+        done = terminated | truncated
         if self.autoreset_mode is AutoresetMode.NEXT_STEP:
             self._needs_reset = done.copy()
         elif self.autoreset_mode is AutoresetMode.SAME_STEP and done.any():
             final_obs = np.empty(n, dtype=object)
             final_info = np.empty(n, dtype=object)
-            for i in np.flatnonzero(done):
+            ids = np.flatnonzero(done)
+            for i in ids:
                 final_obs[i] = obs[i].copy()
                 final_info[i] = {"diverged": bool(diverged[i])}
-                self._reset_world(int(i), None, None)
-                obs[i] = self._obs[i]
+            self._reset_worlds(ids, [None] * n, [None] * n)
+            obs[done] = self._obs[done]
             infos.update(
                 final_obs=final_obs,
                 _final_obs=done.copy(),
                 final_info=final_info,
                 _final_info=done.copy(),
             )
-            self._goal = self._goal_arrays()
         return obs, reward, terminated, truncated, infos
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Release the thread pool and the worlds."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-        for w in self._worlds:
-            w.close()
+        """Release the worlds (the batch goes with the env)."""
+        for env in self._envs:
+            env.close()
 
 
 def make_batched(
-    env_id: str, tasks: Sequence[Task] | None = None, **kwargs: Any
-) -> BatchedMujocoEnv:
-    """Make a :class:`BatchedMujocoEnv` (see its arguments)."""
-    return BatchedMujocoEnv(env_id, tasks, **kwargs)
+    env_id: str,
+    tasks: Sequence[Task] | None = None,
+    *,
+    engine: str = "batch",
+    device: str | None = None,
+    **kwargs: Any,
+) -> VectorEnv:
+    """N worlds of ``env_id``, one task each, as one Gymnasium ``VectorEnv``.
+
+    Args:
+        env_id: A registered id (see :class:`BatchedMujocoEnv`).
+        tasks: One task per world (or None with ``num_envs=``).
+        engine: ``"batch"``: :class:`BatchedMujocoEnv` on ``mujoco.batch`` (CPU, bit-identical
+            to ``gym.make``); ``"warp"``: ``metarobot.envs.warp.WarpBatchedEnv`` on MuJoCo Warp
+            (GPU, or Warp's CPU device).
+        device: The Warp device (``"cuda:0"``, ``"cpu"``); for ``engine="batch"`` only None or
+            ``"cpu"``.
+        **kwargs: The engine's arguments (``num_envs``, ``nthread``, ``autoreset_mode``,
+            ``max_episode_steps``, ...) and ``gym.make`` keywords for each world.
+
+    Returns:
+        The vector env.
+
+    Raises:
+        ValueError: On an unknown engine, or a device the engine cannot use.
+    """
+    if engine == "batch":
+        if device not in (None, "cpu"):
+            raise ValueError(
+                f"device must be None or 'cpu' for engine='batch' (mujoco.batch runs on CPU "
+                f"threads), got {device!r}; use engine='warp' for a GPU"
+            )
+        return BatchedMujocoEnv(env_id, tasks, **kwargs)
+    if engine == "warp":
+        from metarobot.envs.warp import WarpBatchedEnv  # lazy: mujoco-warp is an optional extra
+
+        if device is not None:
+            kwargs["device"] = device
+        return WarpBatchedEnv(env_id, tasks, **kwargs)
+    raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")

@@ -11,16 +11,16 @@ from collections.abc import Callable
 
 import mujoco
 import numpy as np
-from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
-from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
 from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 
-__all__ = ["Kernel", "make_kernel", "supported_robots"]
+from metarobot.envs.families._base import FixedMassHalfCheetahEnv, FreshAntEnv, FreshReacherEnv
+
+__all__ = ["Kernel", "find_kernel", "make_kernel", "supported_robots"]
 
 Terms = dict[str, np.ndarray]
 
@@ -32,13 +32,19 @@ class Kernel:
         env: An instance of the robot's env, read for its constants (weights, ranges, dt).
     """
 
+    #: Forward stage the batch computes at the new state after stepping (``mjtStage``); the
+    #: default computes nothing beyond the state.
+    stage: int = int(mujoco.mjtStage.mjSTAGE_NONE)
+    #: Derived ``MjData`` fields the kernel reads (bound from the batch, current at ``stage``).
+    derived: tuple[str, ...] = ()
+
     def __init__(self, env: MujocoEnv) -> None:
         self.dt = float(env.dt)
         self.nq = env.model.nq
         self.nv = env.model.nv
 
-    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        """Observations of shape ``(N, obs_dim)`` from ``(N, nq)`` and ``(N, nv)``."""
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray, **derived: np.ndarray) -> np.ndarray:
+        """Observations of shape ``(N, obs_dim)`` from ``(N, nq)``, ``(N, nv)`` and ``derived``."""
         raise NotImplementedError
 
     def step_terms(
@@ -47,6 +53,7 @@ class Kernel:
         qpos1: np.ndarray,
         qvel1: np.ndarray,
         action: np.ndarray,
+        **derived: np.ndarray,
     ) -> Terms:
         """Reward terms of a step from ``qpos0`` to (``qpos1``, ``qvel1``) under ``action``.
 
@@ -74,7 +81,7 @@ class _ForwardKernel(Kernel):
         self.fw = float(env._forward_reward_weight)
         self.ctrl_w = float(env._ctrl_cost_weight)
 
-    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray, **derived: np.ndarray) -> np.ndarray:
         return np.concatenate([qpos[:, self.skip :], qvel], axis=1)
 
     def _basic(self, qpos0: np.ndarray, qpos1: np.ndarray, action: np.ndarray) -> Terms:
@@ -87,7 +94,12 @@ class HalfCheetahKernel(_ForwardKernel):
     """HalfCheetah-v5: ``x_vel − 0.1·|a|²``, never terminates."""
 
     def step_terms(
-        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+        self,
+        qpos0: np.ndarray,
+        qpos1: np.ndarray,
+        qvel1: np.ndarray,
+        action: np.ndarray,
+        **derived: np.ndarray,
     ) -> Terms:
         t = self._basic(qpos0, qpos1, action)
         n = qpos1.shape[0]
@@ -120,7 +132,7 @@ class _HealthyKernel(_ForwardKernel):
         self.angle_range = tuple(env._healthy_angle_range)
         self.state_range = getattr(env, "_healthy_state_range", None)
 
-    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray, **derived: np.ndarray) -> np.ndarray:
         return np.concatenate([qpos[:, self.skip :], np.clip(qvel, -10, 10)], axis=1)
 
     def healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
@@ -135,7 +147,12 @@ class _HealthyKernel(_ForwardKernel):
         return ok
 
     def step_terms(
-        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+        self,
+        qpos0: np.ndarray,
+        qpos1: np.ndarray,
+        qvel1: np.ndarray,
+        action: np.ndarray,
+        **derived: np.ndarray,
     ) -> Terms:
         t = self._basic(qpos0, qpos1, action)
         h = self.healthy(qpos1, qvel1)
@@ -149,28 +166,16 @@ class _HealthyKernel(_ForwardKernel):
         return t
 
 
-def _needs_fresh_kinematics(env: MujocoEnv) -> None:
-    from metarobot.envs.families._base import FreshKinematics
-
-    if not isinstance(env, FreshKinematics):
-        raise ValueError(
-            f"the batched simulator cannot reproduce plain {type(env).__name__}: it reads body "
-            "positions left over from inside the last physics step; use the metarobot family "
-            "(its env refreshes kinematics after each step)"
-        )
-
-
 class AntKernel(Kernel):
     """Ant-v5 without contact forces.
 
     Needs ``include_cfrc_ext_in_observation=False`` and ``contact_cost_weight=0`` (``cfrc_ext``
-    is not part of the simulator state) and kinematics refreshed after each step (see
-    :class:`metarobot.envs.families.FreshKinematics`).
+    is not part of the simulator state) and kinematics refreshed after each step
+    (``FreshAntEnv``); other Ants take the generic path.
     """
 
     def __init__(self, env: MujocoEnv) -> None:
         super().__init__(env)
-        _needs_fresh_kinematics(env)
         if env._include_cfrc_ext_in_observation or env._contact_cost_weight != 0.0:
             raise ValueError(
                 "the batched Ant needs include_cfrc_ext_in_observation=False and "
@@ -191,11 +196,16 @@ class AntKernel(Kernel):
         self.terminate = bool(env._terminate_when_unhealthy)
         self.z_range = tuple(env._healthy_z_range)
 
-    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray, **derived: np.ndarray) -> np.ndarray:
         return np.concatenate([qpos[:, self.skip :], qvel], axis=1)
 
     def step_terms(
-        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+        self,
+        qpos0: np.ndarray,
+        qpos1: np.ndarray,
+        qvel1: np.ndarray,
+        action: np.ndarray,
+        **derived: np.ndarray,
     ) -> Terms:
         vel = (qpos1[:, :2] - qpos0[:, :2]) / self.dt  # torso xpos == free-joint qpos
         finite = np.all(np.isfinite(qpos1), axis=1) & np.all(np.isfinite(qvel1), axis=1)
@@ -219,11 +229,16 @@ class AntKernel(Kernel):
 class InvertedPendulumKernel(Kernel):
     """InvertedPendulum-v5: reward 1 while the pole is within ±0.2 rad."""
 
-    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray, **derived: np.ndarray) -> np.ndarray:
         return np.concatenate([qpos, qvel], axis=1)
 
     def step_terms(
-        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+        self,
+        qpos0: np.ndarray,
+        qpos1: np.ndarray,
+        qvel1: np.ndarray,
+        action: np.ndarray,
+        **derived: np.ndarray,
     ) -> Terms:
         obs = self.observation(qpos1, qvel1)
         term = ~np.all(np.isfinite(obs), axis=1) | (np.abs(obs[:, 1]) > 0.2)
@@ -239,73 +254,80 @@ class InvertedPendulumKernel(Kernel):
 
 
 class ReacherKernel(Kernel):
-    """Reacher-v5: planar two-link forward kinematics in numpy."""
+    """Reacher-v5 (``FreshReacherEnv``): fingertip and target positions from the batch's ``xpos``.
+
+    The batch computes kinematics at the final state (``stage``), as ``FreshKinematics`` does
+    after each step, so the positions are the env's own, bit for bit.
+    """
+
+    stage = int(mujoco.mjtStage.mjSTAGE_POS)
+    derived = ("xpos",)
 
     def __init__(self, env: MujocoEnv) -> None:
         super().__init__(env)
-        _needs_fresh_kinematics(env)
-        m = env.model
-        self.p0 = m.body("body0").pos.copy()
-        self.p1 = m.body("body1").pos.copy()
-        self.p2 = m.body("fingertip").pos.copy()
-        target = m.body("target")
-        self.target_pos = target.pos.copy()
-        self.target_joints = [
-            (int(m.jnt_qposadr[j]), float(m.qpos0[m.jnt_qposadr[j]]), m.jnt_axis[j].copy())
-            for j in range(target.jntadr[0], target.jntadr[0] + target.jntnum[0])
-        ]
+        self.tip = int(env.model.body("fingertip").id)
+        self.target = int(env.model.body("target").id)
         self.w_dist = float(env._reward_dist_weight)
         self.w_ctrl = float(env._reward_control_weight)
 
-    def _vec(self, qpos: np.ndarray) -> np.ndarray:
-        a0, a01 = qpos[:, 0], qpos[:, 0] + qpos[:, 1]
+    def _vec(self, xpos: np.ndarray) -> np.ndarray:
+        return xpos[:, self.tip] - xpos[:, self.target]
 
-        def rot(v: np.ndarray, ang: np.ndarray) -> np.ndarray:
-            c, s = np.cos(ang), np.sin(ang)
-            return np.stack([c * v[0] - s * v[1], s * v[0] + c * v[1], np.full_like(ang, v[2])], 1)
-
-        tip = self.p0 + rot(self.p1, a0) + rot(self.p2, a01)
-        target = np.tile(self.target_pos, (qpos.shape[0], 1))
-        for adr, q0, axis in self.target_joints:
-            target = target + (qpos[:, adr] - q0)[:, None] * axis
-        return tip - target
-
-    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def observation(
+        self, qpos: np.ndarray, qvel: np.ndarray, **derived: np.ndarray
+    ) -> np.ndarray:
         theta = qpos[:, :2]
         return np.concatenate(
-            [np.cos(theta), np.sin(theta), qpos[:, 2:], qvel[:, :2], self._vec(qpos)[:, :2]],
+            [
+                np.cos(theta),
+                np.sin(theta),
+                qpos[:, 2:],
+                qvel[:, :2],
+                self._vec(derived["xpos"])[:, :2],
+            ],
             axis=1,
         )
 
     def step_terms(
-        self, qpos0: np.ndarray, qpos1: np.ndarray, qvel1: np.ndarray, action: np.ndarray
+        self,
+        qpos0: np.ndarray,
+        qpos1: np.ndarray,
+        qvel1: np.ndarray,
+        action: np.ndarray,
+        **derived: np.ndarray,
     ) -> Terms:
         n = qpos1.shape[0]
         ctrl_sq = self._ctrl_sq(action)
+        # Same reductions as the env: np.linalg.norm per row, reward_dist + reward_ctrl.
+        reward_dist = -np.linalg.norm(self._vec(derived["xpos"]), axis=1) * self.w_dist
+        reward_ctrl = -ctrl_sq * self.w_ctrl
         return {
             "x_velocity": np.zeros(n),
             "y_velocity": np.zeros(n),
             "ctrl_sq": ctrl_sq,
             "healthy": np.ones(n),
             "terminated": np.zeros(n, dtype=bool),
-            "reward": -np.linalg.norm(self._vec(qpos1), axis=1) * self.w_dist
-            - ctrl_sq * self.w_ctrl,
+            "reward": reward_dist + reward_ctrl,
         }
 
 
+# Exact classes: a subclass may change observation or reward, so it takes the generic path.
+# Ant and Reacher only in their FreshKinematics form: plain Ant-v5 / Reacher-v5 read body
+# positions left over from inside the last physics step, which only their own code reproduces.
 _KERNELS: dict[type, Callable[[MujocoEnv], Kernel]] = {
     HalfCheetahEnv: HalfCheetahKernel,
+    FixedMassHalfCheetahEnv: HalfCheetahKernel,
     HopperEnv: _HealthyKernel,
     Walker2dEnv: _HealthyKernel,
-    AntEnv: AntKernel,
+    FreshAntEnv: AntKernel,
     InvertedPendulumEnv: InvertedPendulumKernel,
-    ReacherEnv: ReacherKernel,
+    FreshReacherEnv: ReacherKernel,
     SwimmerEnv: SwimmerKernel,
 }
 
 
 def supported_robots() -> list[str]:
-    """Names of the robot env classes the batched simulator can step."""
+    """Names of the robot env classes with a vectorized kernel."""
     return sorted(cls.__name__ for cls in _KERNELS)
 
 
@@ -313,12 +335,20 @@ def make_kernel(env: MujocoEnv) -> Kernel:
     """The kernel for ``env``'s robot.
 
     Raises:
-        ValueError: If the robot has no kernel.
+        ValueError: If the robot (its exact class, with these settings) has no kernel.
     """
-    for cls, factory in _KERNELS.items():
-        if isinstance(env, cls):
-            return factory(env)
-    raise ValueError(
-        f"the batched simulator has no kernel for {type(env).__name__}; supported robots are "
-        f"{supported_robots()}"
-    )
+    factory = _KERNELS.get(type(env))
+    if factory is None:
+        raise ValueError(
+            f"no vectorized kernel for {type(env).__name__}; robots with one are "
+            f"{supported_robots()} (every other robot takes the batched simulator's generic path)"
+        )
+    return factory(env)
+
+
+def find_kernel(env: MujocoEnv) -> Kernel | None:
+    """The kernel for ``env``'s robot, or None when it has none (or not with these settings)."""
+    try:
+        return make_kernel(env)
+    except ValueError:
+        return None

@@ -29,8 +29,14 @@ __all__ = [
     "ParamSpec",
     "Task",
     "Uniform",
+    "allowed_range",
     "as_spec",
+    "check_disabled_actuators",
+    "check_scale_values",
+    "check_spec",
+    "n_elements",
     "pearl_log_uniform",
+    "validate_task",
 ]
 
 #: Names of the dynamics fields a task may scale, following ``mujoco.MjModel`` field names.
@@ -260,16 +266,18 @@ def as_spec(name: str, value: Any) -> ParamSpec | Choice:
     Raises:
         ValueError: If ``value`` is neither, or the range is invalid.
     """
-    if isinstance(value, Choice) and name not in SIGN_FIELDS and min(value.values) < 0:
-        raise ValueError(f"{name}: scale choices must be in [0, inf), got {value.values!r}")
     if isinstance(value, (ParamSpec, Choice)):
-        return value.named(name)
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        return Uniform(value[0], value[1], False, name)
-    raise ValueError(
-        f"{name} must be a (low, high) tuple of scale factors in [0, inf) or a spec object "
-        f"(Uniform, LogUniform), got {value!r}"
-    )
+        spec = value.named(name)
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        spec = Uniform(value[0], value[1], False, name)
+    else:
+        raise ValueError(
+            f"{name} must be a (low, high) tuple of scale factors in {allowed_range(name)} or a "
+            f"spec object (Uniform, LogUniform, Choice), got {value!r}"
+        )
+    if name in DYNAMICS_FIELDS:
+        check_spec(name, spec)
+    return spec
 
 
 def _floats(name: str, values: Any) -> tuple[float, ...]:
@@ -316,45 +324,13 @@ class Task:
         for arg, val in (("scales", scales), ("goal", goal)):
             if val is not None and not isinstance(val, Mapping):
                 raise ValueError(f"{arg} must be a mapping of name -> values, got {val!r}")
-        if isinstance(disabled_actuators, (str, bytes)) or not isinstance(
-            disabled_actuators, Iterable
-        ):
-            raise ValueError(
-                f"disabled_actuators must be a list of actuator indices, got {disabled_actuators!r}"
-            )
-        dis_list = list(disabled_actuators)
-        for i in dis_list:
-            if (
-                isinstance(i, bool)
-                or not isinstance(i, (int, np.integer, float))
-                or (isinstance(i, float) and not i.is_integer())
-            ):
-                raise ValueError(
-                    f"disabled_actuators must hold integer actuator indices >= 0, got {i!r}"
-                )
-        scale_items = []
-        for name, values in sorted((scales or {}).items()):
-            if name not in DYNAMICS_FIELDS:
-                raise ValueError(
-                    f"unknown parameter {name!r}; allowed names are {list(DYNAMICS_FIELDS)}"
-                )
-            vals = _floats(name, values)
-            if name in SIGN_FIELDS:
-                if any(v not in (-1.0, 1.0) for v in vals):
-                    raise ValueError(f"{name} values must be -1 or +1, got {values!r}")
-            elif name == "body_mass" and any(v <= 0.0 for v in vals):
-                raise ValueError(
-                    "body_mass scales must be in (0, inf) (a moving body needs mass), got "
-                    f"{values!r}"
-                )
-            elif any(v < 0.0 for v in vals):
-                raise ValueError(f"{name} scales must be in [0, inf), got {values!r}")
-            scale_items.append((name, vals))
-        dis = tuple(sorted({int(i) for i in dis_list}))
-        if any(i < 0 for i in dis):
-            raise ValueError(f"disabled_actuators must be indices >= 0, got {dis!r}")
+        scale_items = tuple(
+            (name, check_scale_values(name, values))
+            for name, values in sorted((scales or {}).items())
+        )
+        dis = check_disabled_actuators(disabled_actuators)
         goal_items = tuple((str(k), _floats(k, v)) for k, v in sorted((goal or {}).items()))
-        return cls(str(family), tuple(scale_items), dis, goal_items)
+        return cls(str(family), scale_items, dis, goal_items)
 
     def scale(self, name: str) -> tuple[float, ...] | None:
         """The scale values of one field, or None when the task leaves it nominal."""
@@ -411,3 +387,160 @@ class Task:
         for k, v in self.goal:
             parts.append(f"{k}=" + ",".join(f"{x:.3g}" for x in v))
         return "Task(" + " ".join(parts) + ")"
+
+
+# ---------------------------------------------------------------------------- the task validator
+# Every rule about which values a task may hold lives here, once: specs (``as_spec``), tasks
+# (``Task.make``), the wrapper (``validate_task``) and experiments/fuzz_tasks.py all call it.
+
+
+def n_elements(model: Any, name: str) -> int:
+    """Number of elements of a dynamics field in ``model`` (bodies, geoms, dofs, ...).
+
+    Args:
+        model: A ``mujoco.MjModel`` (anything with ``nbody``, ``ngeom``, ``nv``, ``nu``).
+        name: One of :data:`DYNAMICS_FIELDS`.
+
+    Raises:
+        ValueError: If ``name`` is not a dynamics field.
+    """
+    sizes = {
+        "body_mass": "nbody",
+        "geom_friction": "ngeom",
+        "dof_damping": "nv",
+        "actuator_gear": "nu",
+        "actuator_direction": "nu",
+    }
+    if name == "gravity":
+        return 3
+    if name not in sizes:
+        raise ValueError(f"unknown parameter {name!r}; allowed names are {list(DYNAMICS_FIELDS)}")
+    return int(getattr(model, sizes[name]))
+
+
+def allowed_range(name: str) -> str:
+    """The values a scale of field ``name`` may take, in words (used in every error)."""
+    if name in SIGN_FIELDS:
+        return "-1 or +1"
+    if name == "body_mass":
+        return "(0, inf) (a moving body needs mass)"
+    return "[0, inf)"
+
+
+def _value_ok(name: str, v: float) -> bool:
+    if not math.isfinite(v):
+        return False
+    if name in SIGN_FIELDS:
+        return v in (-1.0, 1.0)
+    if name == "body_mass":
+        return v > 0.0
+    return v >= 0.0
+
+
+def check_scale_values(name: str, values: Any, n: int | None = None) -> tuple[float, ...]:
+    """Validate the scale values of one field of a task; return them as floats.
+
+    Args:
+        name: One of :data:`DYNAMICS_FIELDS`.
+        values: One value (shared) or one per element.
+        n: Number of elements of the field in the model, when known: ``values`` must then hold
+            1 or ``n`` values.
+
+    Returns:
+        The values as a tuple of floats.
+
+    Raises:
+        ValueError: Naming the field and its allowed range.
+    """
+    if name not in DYNAMICS_FIELDS:
+        raise ValueError(f"unknown parameter {name!r}; allowed names are {list(DYNAMICS_FIELDS)}")
+    vals = _floats(name, values)
+    bad = [v for v in vals if not _value_ok(name, v)]
+    if bad:
+        raise ValueError(
+            f"{name}: scales must be finite and in {allowed_range(name)}, got {bad[0]!r} "
+            f"in {values!r}"
+        )
+    if n is not None and len(vals) not in (1, n):
+        raise ValueError(f"{name}: a task needs 1 or {n} scale values, got {len(vals)}")
+    return vals
+
+
+def check_disabled_actuators(indices: Any, nu: int | None = None) -> tuple[int, ...]:
+    """Validate disabled actuator indices; return them sorted and unique.
+
+    Args:
+        indices: Actuator indices (integers, or integral floats as JSON may hold them).
+        nu: Number of actuators of the model, when known: indices must be below it.
+
+    Raises:
+        ValueError: Naming ``disabled_actuators`` and the allowed range.
+    """
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+        raise ValueError(f"disabled_actuators must be a list of actuator indices, got {indices!r}")
+    hi = "inf" if nu is None else str(nu - 1)
+    out = set()
+    for i in indices:
+        if (
+            isinstance(i, bool)
+            or not isinstance(i, (int, np.integer, float))
+            or (isinstance(i, float) and not i.is_integer())
+            or i < 0
+            or (nu is not None and i >= nu)
+        ):
+            raise ValueError(
+                f"disabled_actuators: index {i!r} out of range; allowed are integers in [0, {hi}]"
+            )
+        out.add(int(i))
+    return tuple(sorted(out))
+
+
+def check_spec(name: str, spec: ParamSpec | Choice) -> None:
+    """Validate that every value a spec can draw is a valid scale of field ``name``.
+
+    Raises:
+        ValueError: Naming the field and its allowed range.
+    """
+    if name in SIGN_FIELDS:
+        if not (isinstance(spec, Choice) and all(v in (-1.0, 1.0) for v in spec.values)):
+            raise ValueError(
+                f"{name} must be a Choice of signs, e.g. Choice((-1.0, 1.0)), got {spec!r}"
+            )
+        return
+    bounds = spec.values if isinstance(spec, Choice) else (spec.low, spec.high)
+    bad = [v for v in bounds if not _value_ok(name, v)]
+    if bad:
+        raise ValueError(
+            f"{name}: scales must be finite and in {allowed_range(name)}, got {bad[0]!r} "
+            f"in {spec!r}"
+        )
+
+
+def validate_task(task: Any, *, family: str, model: Any, goal_names: Iterable[str]) -> Task:
+    """Check that ``task`` belongs to ``family`` and fits ``model``.
+
+    Args:
+        task: The candidate task.
+        family: The family id of the env.
+        model: The env's ``mujoco.MjModel`` (element counts, number of actuators).
+        goal_names: The reward parameters the family needs.
+
+    Returns:
+        ``task`` itself.
+
+    Raises:
+        ValueError: Naming the offending field and the allowed range.
+    """
+    if not isinstance(task, Task):
+        raise ValueError(f"task must be a metarobot Task, got {type(task)!r}")
+    if task.family != family:
+        raise ValueError(f"task belongs to family {task.family!r}, but this env is {family!r}")
+    for name, values in task.scales:
+        check_scale_values(name, values, n_elements(model, name))
+    check_disabled_actuators(task.disabled_actuators, int(model.nu))
+    names, need = {k for k, _ in task.goal}, set(goal_names)
+    if names != need:
+        raise ValueError(
+            f"goal: this family needs goal parameters {sorted(need)}, got {sorted(names)}"
+        )
+    return task

@@ -24,6 +24,8 @@ from metarobot.envs.randomization import (
     ParamSpec,
     Task,
     as_spec,
+    n_elements,
+    validate_task,
 )
 
 __all__ = ["RandomizedDynamics", "find_randomized"]
@@ -39,38 +41,12 @@ _DIVERGENCE_WARNINGS = (
 _TASK_STREAM = 0x7A5C
 
 
-def _n_elements(model: mujoco.MjModel, name: str) -> int:
-    return {
-        "body_mass": model.nbody,
-        "geom_friction": model.ngeom,
-        "dof_damping": model.nv,
-        "gravity": 3,
-        "actuator_gear": model.nu,
-        "actuator_direction": model.nu,
-    }[name]
-
-
-def _check_mass_spec(spec: Any) -> None:
-    low = min(spec.values) if isinstance(spec, Choice) else spec.low
-    if low <= 0:
-        raise ValueError(
-            f"body_mass: scales must be in (0, inf) (a moving body needs mass), got low={low!r}"
-        )
-
-
-def _check_direction_spec(spec: Any) -> None:
-    if not (isinstance(spec, Choice) and set(spec.values) <= {-1.0, 1.0}):
-        raise ValueError(
-            f"actuator_direction must be a Choice of signs, e.g. Choice((-1.0, 1.0)), got {spec!r}"
-        )
-
-
 def divergence_count(data: mujoco.MjData) -> int:
     """Total number of divergence warnings MuJoCo has raised on ``data``."""
     return int(sum(data.warning[i].number for i in _DIVERGENCE_WARNINGS))
 
 
-class RandomizedDynamics(gym.Wrapper):
+class RandomizedDynamics(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Randomize the physics of a Gymnasium MuJoCo environment, one task per episode.
 
     ## Description
@@ -123,6 +99,20 @@ class RandomizedDynamics(gym.Wrapper):
         ValueError: On an unknown keyword, a bad range, or an env that is not MuJoCo.
     """
 
+    #: The ``MjModel`` fields :meth:`_apply` writes (``opt.<name>`` for options), in
+    #: ``mujoco.batch`` naming: the batched simulator copies them per world, then runs
+    #: ``set_const``. A subclass that writes more fields lists them here.
+    MODEL_FIELDS: tuple[str, ...] = (
+        "body_mass",
+        "body_inertia",
+        "geom_friction",
+        "dof_damping",
+        "opt.gravity",
+        "actuator_gear",
+        "actuator_gainprm",
+        "actuator_biasprm",
+    )
+
     def __init__(
         self,
         env: gym.Env,
@@ -145,7 +135,24 @@ class RandomizedDynamics(gym.Wrapper):
             raise ValueError(
                 f"unknown parameter(s) {sorted(unknown)}; allowed parameters are {allowed}"
             )
-        super().__init__(env)
+        # Recorded so that env.spec / gym.make(env.spec) / check_env can rebuild the wrapper
+        # (Gymnasium's wrapper convention); a subclass that records its own arguments first
+        # keeps them (the first call wins).
+        gym.utils.RecordConstructorArgs.__init__(
+            self,
+            body_mass=body_mass,
+            geom_friction=geom_friction,
+            dof_damping=dof_damping,
+            gravity=gravity,
+            actuator_gear=actuator_gear,
+            actuator_direction=actuator_direction,
+            disabled_actuators=disabled_actuators,
+            goal=goal,
+            test_overrides=test_overrides,
+            family=family,
+            resample_on_reset=resample_on_reset,
+        )
+        gym.Wrapper.__init__(self, env)
         base = env.unwrapped
         if not isinstance(base, MujocoEnv):
             raise ValueError(
@@ -171,24 +178,15 @@ class RandomizedDynamics(gym.Wrapper):
             "actuator_gear": actuator_gear,
             "actuator_direction": actuator_direction,
         }
-        if actuator_direction is not None:
-            _check_direction_spec(actuator_direction)
         self._specs: dict[str, ParamSpec | Choice] = {
             k: as_spec(k, v) for k, v in raw.items() if v is not None
         }
-        for k, v in (test_overrides or {}).items():
-            if k == "body_mass":
-                _check_mass_spec(as_spec(k, v))
-        if "body_mass" in self._specs:
-            _check_mass_spec(self._specs["body_mass"])
         self._disabled = self._disabled_spec(disabled_actuators, model.nu)
         self._goal_specs: dict[str, ParamSpec | Choice] = {
             k: v.named(k) for k, v in sorted((goal or {}).items())
         }
         self._test_specs: dict[str, Any] = {}
         for k, v in (test_overrides or {}).items():
-            if k == "actuator_direction":
-                _check_direction_spec(v)
             if k in DYNAMICS_FIELDS:
                 self._test_specs[k] = as_spec(k, v)
             elif k == "disabled_actuators":
@@ -245,7 +243,7 @@ class RandomizedDynamics(gym.Wrapper):
                     specs[k] = v
         model = self._base.model
         scales = {
-            k: specs[k].sample(rng, _n_elements(model, k)) for k in DYNAMICS_FIELDS if k in specs
+            k: specs[k].sample(rng, n_elements(model, k)) for k in DYNAMICS_FIELDS if k in specs
         }
         dis = disabled.sample(rng) if disabled is not None else ()
         goal = {k: s.sample(rng, 1) for k, s in goal_specs.items()}
@@ -279,37 +277,9 @@ class RandomizedDynamics(gym.Wrapper):
         Raises:
             ValueError: Naming the offending field and the allowed range.
         """
-        if not isinstance(task, Task):
-            raise ValueError(f"task must be a metarobot Task, got {type(task)!r}")
-        if task.family != self.family:
-            raise ValueError(
-                f"task belongs to family {task.family!r}, but this env is {self.family!r}"
-            )
-        model = self._base.model
-        for name, values in task.scales:
-            n = _n_elements(model, name)
-            if len(values) not in (1, n):
-                raise ValueError(f"{name}: a task needs 1 or {n} scale values, got {len(values)}")
-            if name == "actuator_direction":
-                if any(v not in (-1.0, 1.0) for v in values):
-                    raise ValueError(f"{name}: values must be -1 or +1, got {values}")
-            elif name == "body_mass" and any((not math.isfinite(v)) or v <= 0 for v in values):
-                raise ValueError(f"{name}: scales must be finite and in (0, inf), got {values}")
-            elif any((not math.isfinite(v)) or v < 0 for v in values):
-                raise ValueError(f"{name}: scales must be finite and in [0, inf), got {values}")
-        for i in task.disabled_actuators:
-            if i >= model.nu:
-                raise ValueError(
-                    f"disabled_actuators: index {i} out of range; allowed range is "
-                    f"[0, {model.nu - 1}]"
-                )
-        names = {k for k, _ in task.goal}
-        if names != set(self._goal_specs):
-            raise ValueError(
-                f"goal: this family needs goal parameters {sorted(self._goal_specs)}, "
-                f"got {sorted(names)}"
-            )
-        return task
+        return validate_task(
+            task, family=self.family, model=self._base.model, goal_names=self._goal_specs
+        )
 
     def set_task(self, task: Task) -> None:
         """Use ``task`` from the next ``reset`` on (never mid-episode)."""
@@ -436,6 +406,21 @@ class RandomizedDynamics(gym.Wrapper):
     def goal_specs(self) -> dict[str, ParamSpec | Choice]:
         """Reward parameters of the family (empty for dynamics-only families)."""
         return dict(self._goal_specs)
+
+    @property
+    def specs(self) -> dict[str, ParamSpec | Choice]:
+        """The training-split specs of the dynamics fields, field name → spec (a copy)."""
+        return dict(self._specs)
+
+    @property
+    def disabled_spec(self) -> DisabledActuators | None:
+        """The training-split actuator-failure spec, or None when no actuator fails."""
+        return self._disabled
+
+    @property
+    def test_overrides(self) -> dict[str, Any]:
+        """Specs that replace the training ones for the ``"test"`` split (a copy)."""
+        return dict(self._test_specs)
 
 
 def find_randomized(env: gym.Env) -> RandomizedDynamics:

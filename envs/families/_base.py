@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, ClassVar
 
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
 
 from metarobot.envs.randomized import RandomizedDynamics
@@ -33,6 +36,63 @@ class FreshAntEnv(FreshKinematics, AntEnv):
 
 class FreshReacherEnv(FreshKinematics, ReacherEnv):
     """Gymnasium's Reacher-v5 with kinematics refreshed after each step."""
+
+
+_TOTALMASS = re.compile(r'\s+settotalmass="([^"]*)"')
+
+
+def compile_with_masses_written_out(path: str | Path) -> mujoco.MjModel:
+    """Compile an MJCF file whose ``<compiler settotalmass=...>`` MuJoCo 4 deprecates.
+
+    MuJoCo 4 warns at every compile of such a file (and appends the warning to
+    ``MUJOCO_LOG.TXT`` in the working directory). This compiles the model without the attribute
+    and then does what the attribute did, as MuJoCo's warning recommends: ``mj_setTotalmass``
+    (masses and inertias scaled by one factor), ``mj_setConst``, and the compiler's mean body
+    mass and mean diagonal inertia (the solver scales its tolerance by the latter), summed in
+    the compiler's order. The result equals the deprecated compile bit for bit in every array
+    field and statistic (tested on Gymnasium's half_cheetah.xml).
+
+    Args:
+        path: The MJCF file; files without ``settotalmass`` are compiled as they are.
+
+    Returns:
+        The compiled model.
+    """
+    text = Path(path).read_text()
+    match = _TOTALMASS.search(text)
+    if match is None:
+        return mujoco.MjModel.from_xml_path(str(path))
+    model = mujoco.MjModel.from_xml_string(_TOTALMASS.sub("", text, count=1))
+    mujoco.mj_setTotalmass(model, float(match.group(1)))
+    data = mujoco.MjData(model)
+    mujoco.mj_setConst(model, data)
+    total = 0.0
+    for i in range(1, model.nbody):
+        total += float(model.body_mass[i])
+    model.stat.meanmass = total / max(1, model.nbody - 1)
+    mujoco.mj_forward(model, data)
+    full = np.zeros((model.nv, model.nv))
+    mujoco.mj_fullM(model, data, full)
+    diag = 0.0
+    for i in range(model.nv):
+        diag += float(full[i, i])
+    model.stat.meaninertia = diag / max(1, model.nv)
+    return model
+
+
+class FixedMassHalfCheetahEnv(HalfCheetahEnv):
+    """Gymnasium's HalfCheetah-v5, compiled without MuJoCo 4's ``settotalmass`` warning.
+
+    Same model, bit for bit (see :func:`compile_with_masses_written_out`), same dynamics,
+    observations and rewards; only the deprecation warning and the ``MUJOCO_LOG.TXT`` it
+    writes are gone.
+    """
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        model = compile_with_masses_written_out(self.fullpath)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
 
 
 class Family(RandomizedDynamics):

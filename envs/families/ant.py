@@ -1,4 +1,4 @@
-"""Ant families: PEARL rand-params, GrBAL's crippled leg, and running in a direction."""
+"""Ant families: PEARL-range rand-params, GrBAL's crippled leg, and running in a direction."""
 
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ def _ant(kwargs: dict[str, Any]) -> FreshAntEnv:
 
 
 class AntRandParams(Family):
-    """Ant with PEARL's randomized physical parameters.
+    """Ant with randomized physical parameters in PEARL's ranges.
 
     ## Description
     Gymnasium's ``Ant-v5`` (quadruped, 8 motors) without contact forces and with positions read
     at the final state (``FreshKinematics``), with body masses,
-    joint damping and friction that change from task to task (PEARL's ``ant-rand-params``).
+    joint damping and friction that change from task to task: PEARL's rand_param_envs ranges,
+    applied to Ant (PEARL's code ships rand-params for walker and hopper only).
 
     ## Randomized parameters
     | parameter | distribution (scale on nominal) | elements |

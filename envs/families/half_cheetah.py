@@ -1,4 +1,9 @@
-"""HalfCheetah families: PEARL rand-params, crippled joints, MAML's velocity and direction tasks."""
+"""HalfCheetah families: PEARL-range rand-params, crippled joints, MAML's velocity and direction.
+
+Every family compiles Gymnasium's HalfCheetah-v5 model through
+:class:`~metarobot.envs.families._base.FixedMassHalfCheetahEnv` (same model bit for bit, without
+MuJoCo 4's ``settotalmass`` deprecation warning).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from metarobot.envs.families._base import Family
+from metarobot.envs.families._base import Family, FixedMassHalfCheetahEnv
 from metarobot.envs.randomization import (
     Choice,
     DisabledActuators,
@@ -22,11 +26,12 @@ _MAML_CTRL = 0.05
 
 
 class HalfCheetahRandParams(Family):
-    """HalfCheetah with PEARL's randomized physical parameters.
+    """HalfCheetah with randomized physical parameters in PEARL's ranges.
 
     ## Description
     Gymnasium's ``HalfCheetah-v5`` (planar cheetah, 6 motors) whose body masses, joint damping
-    and friction change from task to task, as in PEARL's ``cheetah-rand-params``.
+    and friction change from task to task: PEARL's rand_param_envs ranges, applied to
+    HalfCheetah (PEARL's code ships rand-params for walker and hopper only).
 
     ## Randomized parameters
     | parameter | distribution (scale on nominal) | elements |
@@ -53,7 +58,7 @@ class HalfCheetahRandParams(Family):
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
         super().__init__(
-            HalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**kwargs),
             resample_on_reset=resample_on_reset,
             body_mass=pearl_log_uniform(1.5),
             dof_damping=pearl_log_uniform(1.3),
@@ -94,7 +99,7 @@ class HalfCheetahCrippled(Family):
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
         super().__init__(
-            HalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**kwargs),
             resample_on_reset=resample_on_reset,
             body_mass=LogUniform(0.8, 1.25),
             disabled_actuators=DisabledActuators(((0,), (1,), (2,), (3,)), 1),
@@ -131,7 +136,7 @@ class HalfCheetahVel(Family):
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
         super().__init__(
-            HalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**kwargs),
             resample_on_reset=resample_on_reset,
             goal={"velocity": Uniform(0.0, 2.0)},
         )
@@ -175,7 +180,7 @@ class HalfCheetahDir(Family):
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
         super().__init__(
-            HalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**kwargs),
             resample_on_reset=resample_on_reset,
             goal={"direction": Choice((-1.0, 1.0))},
         )

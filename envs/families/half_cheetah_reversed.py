@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from metarobot.envs.families._base import Family
+from metarobot.envs.families._base import Family, FixedMassHalfCheetahEnv
 from metarobot.envs.randomization import Choice, LogUniform
 
 __all__ = ["HalfCheetahReversed", "ReversedMotors"]
@@ -155,7 +154,7 @@ class HalfCheetahReversed(Family):
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
         p = self.REVERSE_PROBABILITY
         super().__init__(
-            HalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**kwargs),
             resample_on_reset=resample_on_reset,
             body_mass=LogUniform(0.8, 1.25),
             actuator_direction=ReversedMotors(probability=p, counts=(0, 1, 2)),
