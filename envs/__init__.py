@@ -1,6 +1,8 @@
 """Randomized-dynamics task distributions on Gymnasium MuJoCo robots.
 
-Importing this module registers every family as ``metarobot/<Name>-v0``::
+Importing this module registers every shipped family as ``metarobot/<Name>-v0``; any other id
+registered with ``gym.register`` whose env is or wraps a ``RandomizedDynamics`` is a family too
+(``check_family``)::
 
     import gymnasium as gym
     import metarobot.envs
@@ -28,6 +30,7 @@ from metarobot.envs.randomization import (
     pearl_log_uniform,
 )
 from metarobot.envs.randomized import RandomizedDynamics, find_randomized
+from metarobot.envs.registry import check_family
 from metarobot.envs.splits import task_split
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "RandomizedDynamics",
     "Task",
     "Uniform",
+    "check_family",
     "find_randomized",
     "make_batched",
     "pearl_log_uniform",
@@ -48,7 +52,8 @@ __all__ = [
     "task_split",
 ]
 
-#: Every registered family id.
+#: The family ids this package ships (any registered id wrapping a RandomizedDynamics is a
+#: family too: see ``check_family``).
 FAMILY_IDS: tuple[str, ...] = tuple(f.ID for f in ALL_FAMILIES)
 
 

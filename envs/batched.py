@@ -185,9 +185,9 @@ class BatchedMujocoEnv(VectorEnv):
             raise ValueError(
                 f"max_episode_steps must be an integer >= 1 or None, got {max_episode_steps!r}"
             )
-        if use_kernel not in (None, True, False):
+        if not (use_kernel is None or isinstance(use_kernel, bool)):
             raise ValueError(f"use_kernel must be None, True or False, got {use_kernel!r}")
-        if persistent not in (None, True, False):
+        if not (persistent is None or isinstance(persistent, bool)):
             raise ValueError(f"persistent must be None, True or False, got {persistent!r}")
 
         self.env_id = env_id

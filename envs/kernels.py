@@ -65,8 +65,9 @@ class Kernel:
 
     @staticmethod
     def _ctrl_sq(action: np.ndarray) -> np.ndarray:
-        # Same dtype and reduction as the envs' np.sum(np.square(action)).
-        return np.sum(np.square(action), axis=1).astype(np.float64)
+        # The envs' np.sum(np.square(action)), kept in the action's dtype: with float32 actions
+        # the envs' control cost is a float32 (weight * float32 sum), and so it is here.
+        return np.sum(np.square(action), axis=1)
 
 
 class _ForwardKernel(Kernel):
@@ -273,9 +274,7 @@ class ReacherKernel(Kernel):
     def _vec(self, xpos: np.ndarray) -> np.ndarray:
         return xpos[:, self.tip] - xpos[:, self.target]
 
-    def observation(
-        self, qpos: np.ndarray, qvel: np.ndarray, **derived: np.ndarray
-    ) -> np.ndarray:
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray, **derived: np.ndarray) -> np.ndarray:
         theta = qpos[:, :2]
         return np.concatenate(
             [

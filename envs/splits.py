@@ -1,8 +1,10 @@
-"""Seeded, frozen train/test task splits.
+"""Seeded, frozen train/test task splits of any family.
 
 ``task_split(env_id)`` draws the training tasks and the test tasks of a family from two
-independent generators whose seeds are fixed by the family id, so every user of the package gets
-the same split, now and later. Test tasks are never used for training or tuning.
+independent generators whose seeds are fixed by the family id, through the family's own specs,
+so every user of the package gets the same split, now and later, in every process. Any
+registered id whose env is or wraps a ``RandomizedDynamics`` has a split (a user's own robot as
+much as a ``metarobot/...`` family). Test tasks are never used for training or tuning.
 
 Default sizes follow PEARL: 40 training tasks, 10 test tasks. Families with a ``"test"`` draw of
 their own (``AntCrippled`` tests on a leg never crippled in training; ``HalfCheetahCrippled`` on
@@ -18,7 +20,7 @@ import zlib
 import gymnasium as gym
 
 from metarobot.envs.randomization import Task
-from metarobot.envs.randomized import find_randomized
+from metarobot.envs.registry import randomized_of
 
 __all__ = ["SPLIT_SEED", "task_split"]
 
@@ -31,11 +33,18 @@ def _seeds(env_id: str) -> tuple[int, int]:
     return SPLIT_SEED + 2 * h, SPLIT_SEED + 2 * h + 1
 
 
+def _registration_key(env_id: str) -> str:
+    """What identifies the registration of ``env_id`` (a re-registered id gets a new split)."""
+    spec = gym.spec(env_id)
+    return repr((spec.entry_point, spec.kwargs, spec.max_episode_steps))
+
+
 @functools.lru_cache(maxsize=64)
-def _split(env_id: str, n_train: int, n_test: int) -> tuple[tuple[Task, ...], tuple[Task, ...]]:
-    env = gym.make(env_id, disable_env_checker=True)
+def _split(
+    env_id: str, n_train: int, n_test: int, registration: str
+) -> tuple[tuple[Task, ...], tuple[Task, ...]]:
+    env, rd = randomized_of(env_id)
     try:
-        rd = find_randomized(env)
         if not getattr(rd, "DISJOINT_SPLIT", True):
             tasks: list[Task] = []
             for goal in rd.goal_specs.values():  # a finite Choice family
@@ -58,7 +67,8 @@ def task_split(env_id: str, n_train: int = 40, n_test: int = 10) -> tuple[list[T
     """The frozen train/test split of a family.
 
     Args:
-        env_id: A registered ``metarobot/...`` family id.
+        env_id: Any registered id whose env is or wraps a ``RandomizedDynamics`` (the
+            ``metarobot/...`` families, or a user's ``gym.register``-ed robot).
         n_train: Number of training tasks (>= 1).
         n_test: Number of test tasks (>= 1).
 
@@ -66,16 +76,16 @@ def task_split(env_id: str, n_train: int = 40, n_test: int = 10) -> tuple[list[T
         ``(train_tasks, test_tasks)``; disjoint, the same on every call and machine.
 
     Raises:
-        ValueError: If the id is not a family or a count is < 1.
+        ValueError: If the id is not a registered family (see ``check_family``) or a count is
+            < 1.
     """
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if not env_id.startswith("metarobot/"):
+    if not isinstance(env_id, str) or env_id not in gym.registry:
         raise ValueError(
-            f"env_id must be a metarobot family id (metarobot/<Name>-v0), got {env_id!r}"
+            f"env_id {env_id!r} is not a registered Gymnasium id; register the family with "
+            "gym.register (or import the module that does) before using it"
         )
-    if env_id not in gym.registry:
-        raise ValueError(f"env_id {env_id!r} is not a registered metarobot family")
-    train, test = _split(env_id, n_train, n_test)
+    train, test = _split(env_id, n_train, n_test, _registration_key(env_id))
     return list(train), list(test)

@@ -1,9 +1,6 @@
-"""BatchedMujocoEnv: N worlds through mujoco.rollout, checked against the single env.
+"""BatchedMujocoEnv: N worlds through mujoco.batch, checked against Gymnasium's own envs.
 
-Known and documented (envs/batched.py, DESIGN.md): mujoco.rollout cannot return the solver's
-warm start, so each batched step after the first starts the constraint solver from zero; worlds
-agree with ``env.step`` to the solver tolerance, and chaotic robots drift apart after ~50 steps.
-Parity is therefore checked over 30 steps.
+Every comparison is exact (bit for bit); whole-episode parity per family is in test_parity.py.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import metarobot.envs as me
 FAMILY_IDS = me.FAMILY_IDS
 REACHER = "metarobot/ReacherRandParams-v0"
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
-TOL = 1e-6
 
 
 def train_tasks(fid, n=3):
@@ -49,43 +45,13 @@ def sync_reference(fid, tasks, mode=AutoresetMode.NEXT_STEP, **make_kwargs):
 def assert_step_close(got, ref, k):
     obs, rew, term, trunc, _ = got
     r_obs, r_rew, r_term, r_trunc, _ = ref
-    np.testing.assert_allclose(obs, r_obs, atol=TOL, rtol=0, err_msg=f"obs at step {k}")
-    np.testing.assert_allclose(rew, r_rew, atol=TOL, rtol=0, err_msg=f"reward at step {k}")
+    np.testing.assert_array_equal(obs, r_obs, err_msg=f"obs at step {k}")
+    np.testing.assert_array_equal(rew, r_rew, err_msg=f"reward at step {k}")
     np.testing.assert_array_equal(term, r_term, err_msg=f"terminations at step {k}")
     np.testing.assert_array_equal(trunc, r_trunc, err_msg=f"truncations at step {k}")
 
 
-# ---------------------------------------------------------------------------- parity
-@pytest.mark.parametrize("fid", FAMILY_IDS)
-def test_parity_with_single_env(fid):
-    tasks = train_tasks(fid)
-    n = len(tasks)
-    seed = 5
-    venv = me.make_batched(fid, tasks, nthread=2)
-    obs, info = venv.reset(seed=seed)
-    singles = [gym.make(fid) for _ in tasks]
-    for i, env in enumerate(singles):
-        s_obs, s_info = env.reset(seed=seed + i, options={"task": tasks[i]})
-        np.testing.assert_array_equal(obs[i], s_obs)
-        assert info["task"][i] == s_info["task"] == tasks[i]
-    assert obs.dtype == singles[0].observation_space.dtype
-    alive = np.ones(n, dtype=bool)
-    for k, a in enumerate(random_actions(venv.action_space, 30, seed=seed)):
-        v_obs, v_rew, v_term, v_trunc, v_info = venv.step(a)
-        assert v_obs.shape == venv.observation_space.shape
-        for i in np.flatnonzero(alive):
-            s_obs, s_rew, s_term, s_trunc, s_info = singles[i].step(a[i])
-            np.testing.assert_allclose(
-                v_obs[i], s_obs, atol=TOL, rtol=0, err_msg=f"world {i}, step {k}"
-            )
-            assert v_rew[i] == pytest.approx(s_rew, abs=TOL), f"world {i}, step {k}"
-            assert (bool(v_term[i]), bool(v_trunc[i])) == (s_term, s_trunc)
-            assert bool(v_info["diverged"][i]) is s_info["diverged"] is False
-            if s_term or s_trunc:
-                alive[i] = False
-    venv.close()
-
-
+# ---------------------------------------------------------------------------- seeds
 def test_per_world_seed_list():
     tasks = train_tasks(REACHER)
     venv = me.make_batched(REACHER, tasks, nthread=1)
@@ -141,8 +107,8 @@ def test_time_limit_and_next_step_autoreset_semantics():
         obs, rew, term, trunc, _ = venv.step(acts[k])
         for i, env in enumerate(singles):
             s_obs, s_rew, *_ = env.step(acts[k][i])
-            np.testing.assert_allclose(obs[i], s_obs, atol=TOL, rtol=0)
-            assert rew[i] == pytest.approx(s_rew, abs=TOL)
+            np.testing.assert_array_equal(obs[i], s_obs)
+            assert rew[i] == s_rew
 
 
 def test_max_episode_steps_override():
@@ -171,9 +137,7 @@ def test_same_step_autoreset_gives_final_obs():
         if done:
             np.testing.assert_array_equal(infos["_final_obs"], [True] * 3)
             for i in range(3):
-                np.testing.assert_allclose(
-                    infos["final_obs"][i], r_infos["final_obs"][i], atol=TOL, rtol=0
-                )
+                np.testing.assert_array_equal(infos["final_obs"][i], r_infos["final_obs"][i])
                 # The returned observation is the new episode's first one.
                 assert not np.allclose(infos["final_obs"][i], got[0][i])
 
@@ -234,8 +198,8 @@ def test_reset_with_tasks_switches_tasks():
         v_obs, v_rew, *_ = venv.step(a)
         for i, env in enumerate(singles):
             s_obs, s_rew, *_ = env.step(a[i])
-            np.testing.assert_allclose(v_obs[i], s_obs, atol=TOL, rtol=0)
-            assert v_rew[i] == pytest.approx(s_rew, abs=TOL)
+            np.testing.assert_array_equal(v_obs[i], s_obs)
+            assert v_rew[i] == s_rew
     # One task for every world.
     _, info = venv.reset(options={"task": new[0]})
     assert list(info["task"]) == [new[0]] * 3
@@ -310,8 +274,10 @@ def test_wrong_action_shape_raises(shape_delta):
         {"autoreset_mode": "sometimes"},
         {"nthread": -1},
         {"nthread": 1.5},
-        {"chunk_size": 0},
-        {"chunk_size": 2.0},
+        {"max_episode_steps": 0},
+        {"use_kernel": "yes"},
+        {"persistent": 1},
+        {"use_kernel": False, "persistent": False},
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs):
@@ -380,8 +346,13 @@ def test_determinism(fid):
         return out
 
     first = trajectory(2)
-    # Same seed: same trajectory, whatever the thread count or chunking.
-    for other in (trajectory(2), trajectory(1), trajectory(2, chunk_size=1)):
+    # Same seed: same trajectory, whatever the thread count, data layout or path.
+    for other in (
+        trajectory(2),
+        trajectory(1),
+        trajectory(2, persistent=True),
+        trajectory(1, use_kernel=False),
+    ):
         assert len(other) == len(first)
         for x, y in zip(first, other, strict=True):
             np.testing.assert_array_equal(x, y)
@@ -458,25 +429,66 @@ def test_plain_gymnasium_id_matches_gym_make(env_id):
         assert_step_close(venv.step(a), ref.step(a), k)
 
 
-def test_plain_ant_without_contact_forces_is_refused():
-    with pytest.raises(ValueError, match=r"contact|plain AntEnv"):
-        me.make_batched("Ant-v5", num_envs=2, nthread=1)
-
-
-# Regression (envs/kernels.py ReacherKernel): make_batched("Reacher-v5") is accepted
-# but does not match gym.make("Reacher-v5") step for step (DESIGN.md public contract): plain
-# Reacher-v5 reads body positions left over from before the last physics step (see
-# FreshKinematics in envs/families/_base.py), the kernel computes them at the final state, so
-# observations and rewards differ by ~1e-3 from the first step. Ant-v5, which has the same
-# problem, is refused with ValueError; Reacher-v5 should be refused too (or reproduced).
-# Reproduction: make_batched("Reacher-v5", num_envs=1).reset(seed=0), step([[1, 1]]) vs
-# gym.make("Reacher-v5").reset(seed=0), step([1, 1]): |Δobs| ~ 1e-3.
-def test_plain_reacher_is_refused_or_matches_gym_make():
-    try:
-        venv = me.make_batched("Reacher-v5", num_envs=2, nthread=1)
-    except ValueError:
-        return
-    ref = SyncVectorEnv([lambda: gym.make("Reacher-v5")] * 2)
+@pytest.mark.parametrize("env_id", ["Ant-v5", "Reacher-v5", "Pusher-v5"])
+def test_robots_without_kernel_take_the_generic_path_and_match_gym_make(env_id):
+    venv = me.make_batched(env_id, num_envs=2, nthread=1)
+    assert venv.kernel is None
+    ref = SyncVectorEnv([lambda: gym.make(env_id)] * 2)
     np.testing.assert_array_equal(venv.reset(seed=0)[0], ref.reset(seed=0)[0])
     for k, a in enumerate(random_actions(venv.action_space, 10, seed=0)):
         assert_step_close(venv.step(a), ref.step(a), k)
+
+
+def test_use_kernel_true_without_a_kernel_raises():
+    with pytest.raises(ValueError, match="use_kernel"):
+        me.make_batched("Pusher-v5", num_envs=1, nthread=1, use_kernel=True)
+
+
+# ---------------------------------------------------------------------------- engines, accessors
+def test_worlds_accessor_is_a_read_only_tuple_of_the_randomized_layers():
+    tasks = train_tasks(REACHER, 2)
+    venv = me.make_batched(REACHER, tasks, nthread=1)
+    assert isinstance(venv.worlds, tuple)
+    assert len(venv.worlds) == 2
+    assert all(isinstance(w, me.RandomizedDynamics) for w in venv.worlds)
+    assert [w.get_task() for w in venv.worlds] == tasks
+    assert list(venv.worlds) == venv._worlds
+    with pytest.raises(AttributeError):
+        venv.worlds = ()
+    venv.close()
+
+
+def test_unknown_engine_raises_naming_engine():
+    with pytest.raises(ValueError, match=r"engine.*batch.*warp"):
+        me.make_batched(REACHER, train_tasks(REACHER, 1), engine="rollout")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "gpu"])
+def test_batch_engine_refuses_a_gpu_device(device):
+    with pytest.raises(ValueError, match="device"):
+        me.make_batched(REACHER, train_tasks(REACHER, 1), device=device)
+
+
+def test_batch_engine_accepts_cpu_device():
+    venv = me.make_batched(REACHER, train_tasks(REACHER, 1), device="cpu", nthread=1)
+    assert isinstance(venv, me.BatchedMujocoEnv)
+    venv.close()
+
+
+def test_warp_engine_is_imported_lazily_and_given_every_argument(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    class FakeWarp:
+        def __init__(self, env_id, tasks, **kwargs):
+            calls.append((env_id, tasks, kwargs))
+
+    module = types.ModuleType("metarobot.envs.warp")
+    module.WarpBatchedEnv = FakeWarp
+    monkeypatch.setitem(sys.modules, "metarobot.envs.warp", module)
+    tasks = train_tasks(REACHER, 2)
+    env = me.make_batched(REACHER, tasks, engine="warp", device="cuda:0", autoreset_mode="disabled")
+    assert isinstance(env, FakeWarp)
+    assert calls == [(REACHER, tasks, {"device": "cuda:0", "autoreset_mode": "disabled"})]

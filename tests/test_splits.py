@@ -141,9 +141,63 @@ def test_non_family_id_raises(bad_id):
         me.task_split(bad_id)
 
 
-# Regression (envs/splits.py, task_split): an id in the metarobot namespace that is not a registered
-# family escapes as gymnasium.error.NameNotFound instead of the documented ValueError ("If the
-# id is not a family"). Reproduction: metarobot.envs.task_split("metarobot/Nope-v0").
-def test_unregistered_metarobot_id_raises_value_error():
-    with pytest.raises(ValueError):
-        me.task_split("metarobot/NoSuchFamily-v0")
+# An id nobody registered is a ValueError naming it, in any namespace.
+@pytest.mark.parametrize("bad_id", ["metarobot/NoSuchFamily-v0", "user/NoSuchFamily-v0"])
+def test_unregistered_id_raises_value_error_naming_it(bad_id):
+    with pytest.raises(ValueError, match=bad_id):
+        me.task_split(bad_id)
+
+
+# ---------------------------------------------------------------------------- user families
+USER_ID = "test_splits/SwimmerRand-v0"
+REGISTER = (
+    "import gymnasium as gym, metarobot.envs as me\n"
+    f"gym.register({USER_ID!r}, entry_point=lambda **kw: me.RandomizedDynamics("
+    "gym.make('Swimmer-v5', max_episode_steps=200), body_mass=me.LogUniform(0.5, 2.0, "
+    "per_element=True), dof_damping=(0.5, 2.0)))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def user_family():
+    exec(REGISTER, {})  # the same registration the subprocess test runs
+    yield USER_ID
+    del gym.registry[USER_ID]
+
+
+def test_user_family_has_a_40_10_split_drawn_from_its_specs(user_family):
+    train, test = me.task_split(user_family)
+    assert (len(train), len(test)) == (40, 10)
+    assert set(train).isdisjoint(test)
+    rd = me.find_randomized(gym.make(user_family))
+    for t in train + test:
+        rd.validate_task(t)
+        assert set(dict(t.scales)) == {"body_mass", "dof_damping"}
+    assert me.task_split(user_family) == (train, test)
+
+
+def test_user_family_split_is_the_same_in_another_process(user_family, tmp_path):
+    code = REGISTER + (
+        f"print(' '.join(t.to_json() for s in me.task_split({USER_ID!r}) for t in s))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "999"},
+        check=True,
+        cwd=tmp_path,
+    ).stdout.strip()
+    mine = " ".join(t.to_json() for s in me.task_split(user_family) for t in s)
+    assert out.splitlines()[-1] == mine
+
+
+def test_check_family_accepts_registered_randomized_ids(user_family):
+    for fid in (*FAMILY_IDS, user_family):
+        assert me.check_family(fid) is None
+
+
+@pytest.mark.parametrize("bad_id", ["HalfCheetah-v5", "CartPole-v1", "user/Nope-v0", ""])
+def test_check_family_refuses_ids_without_a_task_distribution(bad_id):
+    with pytest.raises(ValueError, match=f"env_id {bad_id!r}"):
+        me.check_family(bad_id)

@@ -253,12 +253,7 @@ def test_bad_actuator_direction_raises(bad):
         RandomizedDynamics(gym.make("HalfCheetah-v5").unwrapped, actuator_direction=bad)
 
 
-# Regression (envs/randomized.py, RandomizedDynamics.__init__, test_overrides loop): a test override
-# of actuator_direction is not checked to be a Choice of signs (the keyword itself is), so a bad
-# spec is accepted at construction and only fails later, inside sample_tasks(split="test").
-# Reproduction: RandomizedDynamics(gym.make("HalfCheetah-v5").unwrapped,
-#     actuator_direction=Choice((-1.0, 1.0)), test_overrides={"actuator_direction": (0.5, 2.0)})
-# constructs fine; .sample_tasks(1, split="test") then raises.
+# Test overrides are checked at construction like the keywords they replace.
 @pytest.mark.parametrize("bad", [(0.5, 2.0), Choice((-1.0, 0.5))])
 def test_bad_actuator_direction_test_override_raises_at_construction(bad):
     with pytest.raises(ValueError, match="actuator_direction"):
