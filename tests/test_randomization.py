@@ -389,3 +389,75 @@ def test_task_from_scale_dict_equal_and_hash_equal(scales):
     back = Task.from_json(a.to_json())
     assert back == a
     assert hash(back) == hash(a)
+
+
+# ---------------------------------------------------------------------------- the task validator
+def test_n_elements_counts_each_field():
+    import mujoco
+
+    from metarobot.envs.randomization import DYNAMICS_FIELDS, n_elements
+
+    model = mujoco.MjModel.from_xml_string(
+        "<mujoco><worldbody><body><joint name='j'/><geom size='.1'/><geom size='.1' pos='1 0 0'/>"
+        "</body></worldbody><actuator><motor joint='j'/></actuator></mujoco>"
+    )
+    expected = {
+        "body_mass": 2,
+        "geom_friction": 2,
+        "dof_damping": 1,
+        "gravity": 3,
+        "actuator_gear": 1,
+        "actuator_direction": 1,
+    }
+    assert {f: n_elements(model, f) for f in DYNAMICS_FIELDS} == expected
+    with pytest.raises(ValueError, match="body_inertia"):
+        n_elements(model, "body_inertia")
+
+
+@pytest.mark.parametrize(
+    "name,bad",
+    [
+        ("body_mass", 0.0),
+        ("body_mass", -1.0),
+        ("dof_damping", -0.1),
+        ("geom_friction", float("nan")),
+        ("gravity", float("inf")),
+        ("actuator_direction", 0.5),
+    ],
+)
+def test_one_rule_for_specs_tasks_and_the_wrapper(name, bad):
+    import gymnasium as gym
+
+    from metarobot.envs import RandomizedDynamics
+    from metarobot.envs.randomization import check_scale_values
+
+    with pytest.raises(ValueError, match=name):
+        check_scale_values(name, [bad])
+    with pytest.raises(ValueError, match=name):
+        Task.make("x", {name: [bad]})
+    env = RandomizedDynamics(gym.make("Swimmer-v5").unwrapped, family="x")
+    task = Task("x", ((name, (bad,)),))  # bypasses Task.make: the wrapper checks on its own
+    with pytest.raises(ValueError, match=name):
+        env.validate_task(task)
+    if math.isfinite(bad):  # a spec that could draw the value is refused up front
+        with pytest.raises(ValueError, match=name):
+            as_spec(name, Choice((bad, 1.0)))
+
+
+def test_check_scale_values_checks_lengths_against_the_model():
+    from metarobot.envs.randomization import check_scale_values
+
+    assert check_scale_values("dof_damping", [1.0], n=5) == (1.0,)
+    assert check_scale_values("dof_damping", [1.0] * 5, n=5) == (1.0,) * 5
+    with pytest.raises(ValueError, match=r"dof_damping.*1 or 5"):
+        check_scale_values("dof_damping", [1.0] * 3, n=5)
+
+
+def test_check_disabled_actuators_names_the_allowed_range():
+    from metarobot.envs.randomization import check_disabled_actuators
+
+    assert check_disabled_actuators([2, 0, 2.0]) == (0, 2)
+    with pytest.raises(ValueError, match=r"disabled_actuators.*\[0, 3\]"):
+        check_disabled_actuators([4], nu=4)
+    with pytest.raises(ValueError, match="disabled_actuators"):
+        check_disabled_actuators([-1])

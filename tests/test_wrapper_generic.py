@@ -262,3 +262,51 @@ def test_bad_actuator_direction_test_override_raises_at_construction(bad):
             actuator_direction=Choice((-1.0, 1.0)),
             test_overrides={"actuator_direction": bad},
         )
+
+
+# ---------------------------------------------------------------------------- gymnasium conventions
+def wrapped_swimmer():
+    return RandomizedDynamics(
+        gym.make("Swimmer-v5"),
+        body_mass=LogUniform(0.5, 2.0, per_element=True),
+        dof_damping=(0.5, 2.0),
+    )
+
+
+def test_spec_records_the_wrapper_and_gym_make_rebuilds_it():
+    env = wrapped_swimmer()
+    spec = env.spec
+    assert spec.id == "Swimmer-v5"
+    (wrapper,) = spec.additional_wrappers
+    assert wrapper.entry_point == "metarobot.envs.randomized:RandomizedDynamics"
+    assert wrapper.kwargs["dof_damping"] == (0.5, 2.0)
+    again = gym.make(spec)
+    rd = find_randomized(again)
+    assert rd.specs == env.specs
+    assert rd.sample_tasks(3, seed=0) == env.sample_tasks(3, seed=0)
+
+
+def test_check_env_passes_on_a_wrapped_gym_make_env():
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(wrapped_swimmer(), skip_render_check=True)
+
+
+def test_wrapped_env_pickles_with_its_task():
+    import pickle
+
+    env = wrapped_swimmer()
+    task = env.sample_tasks(1, seed=4)[0]
+    obs, _ = env.reset(seed=1, options={"task": task})
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.get_task() == task
+    np.testing.assert_array_equal(copy.reset(seed=1, options={"task": task})[0], obs)
+
+
+def test_public_spec_accessors():
+    env = wrapped_swimmer()
+    assert set(env.specs) == {"body_mass", "dof_damping"}
+    assert env.disabled_spec is None
+    assert env.test_overrides == {}
+    env.specs.clear()  # a copy: the wrapper keeps its specs
+    assert set(env.specs) == {"body_mass", "dof_damping"}
