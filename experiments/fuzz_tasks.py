@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 import metarobot.envs as me
-from metarobot.envs.randomization import DYNAMICS_FIELDS
+from metarobot.envs.randomization import DYNAMICS_FIELDS, n_elements
 
 
 def random_values(rng: np.random.Generator, n: int) -> list[float]:
@@ -56,14 +56,7 @@ def main() -> None:
         env = envs[fid]
         rd = me.find_randomized(env)
         model = env.unwrapped.model
-        sizes = {
-            "body_mass": model.nbody,
-            "geom_friction": model.ngeom,
-            "dof_damping": model.nv,
-            "gravity": 3,
-            "actuator_gear": model.nu,
-            "actuator_direction": model.nu,
-        }
+        sizes = {name: n_elements(model, name) for name in DYNAMICS_FIELDS}
         scales = {}
         for name in DYNAMICS_FIELDS:
             if rng.random() < 0.4:
