@@ -1,12 +1,12 @@
-"""Simulator throughput: env-steps/s of single, Sync/Async vector and batched MuJoCo worlds.
+"""Simulator throughput: batched worlds against the raw physics limit and SyncVectorEnv.
 
-Measures, in one run, on randomized HalfCheetah and Ant worlds (training tasks of the
-``*RandParams`` families), for N ∈ {16, 64, 256} worlds:
+One run measures, side by side and interleaved (round by round, so that load from other
+processes on the machine hits every column alike), on randomized worlds (training tasks):
 
-- ``env.step``: one Gymnasium env stepped in a Python loop (independent of N);
-- ``SyncVectorEnv`` and ``AsyncVectorEnv`` (Gymnasium) of N family envs;
-- ``make_batched``: our batched simulator, one ``mujoco.rollout`` call per vector step;
-- the raw limit: raw ``mj_step`` rate on these models ÷ frame_skip × threads.
+- the raw limit: single-thread ``mj_step`` rate on the same task models ÷ frame_skip × threads;
+- ``make_batched`` on the kernel path (shared and persistent batch data);
+- ``make_batched`` on the generic path (each world's own ``step`` on the batch's physics);
+- Gymnasium's ``SyncVectorEnv`` of the same family envs.
 
 Usage::
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,25 +30,58 @@ import numpy as np
 
 import metarobot.envs as me
 
-ROBOTS = {"HalfCheetah": "metarobot/HalfCheetahRandParams-v0", "Ant": "metarobot/AntRandParams-v0"}
+CASES = [  # (robot, family id, N)
+    ("HalfCheetah", "metarobot/HalfCheetahRandParams-v0", 64),
+    ("Ant", "metarobot/AntRandParams-v0", 256),
+]
 
 
-def _timed(step: Callable[[int], None], steps_per_call: int, budget_s: float) -> float:
-    """Env-steps/s of repeated ``step(i)`` calls, after a warm-up, for ~budget_s seconds."""
-    for i in range(3):
+def _tasks(fid: str, n: int) -> list[me.Task]:
+    train = me.task_split(fid)[0]
+    return [train[i % len(train)] for i in range(n)]
+
+
+def _timed(step: Callable[[int], None], per_call: int, budget: float) -> float:
+    for i in range(2):
         step(i)
     calls, t0 = 0, time.perf_counter()
     while True:
         step(calls)
         calls += 1
         el = time.perf_counter() - t0
-        if el >= budget_s and calls >= 5:
-            return calls * steps_per_call / el
+        if el >= budget and calls >= 3:
+            return calls * per_call / el
 
 
-def _tasks(fid: str, n: int) -> list[me.Task]:
-    train = me.task_split(fid)[0]
-    return [train[i % len(train)] for i in range(n)]
+def raw_limit(fid: str, n_models: int, threads: int, budget: float) -> tuple[float, int]:
+    """Env-steps/s the physics alone allows: one-thread mj_step rate ÷ frame_skip × threads."""
+    envs = [gym.make(fid) for _ in range(n_models)]
+    rng = np.random.default_rng(0)
+    pairs = []
+    for env, task in zip(envs, _tasks(fid, n_models), strict=True):
+        env.reset(seed=0, options={"task": task})
+        m, d = env.unwrapped.model, env.unwrapped.data
+        pairs.append((m, d))
+    fs = int(envs[0].unwrapped.frame_skip)
+    nu = pairs[0][0].nu
+
+    def step(i: int) -> None:
+        m, d = pairs[i % len(pairs)]
+        d.ctrl[:] = rng.uniform(-1, 1, nu)
+        mujoco.mj_step(m, d, nstep=50)
+        if i % 8 == 7:  # keep every world near a valid state
+            mujoco.mj_resetData(m, d)
+            mujoco.mj_forward(m, d)
+
+    rate = _timed(step, 50, budget)
+    for e in envs:
+        e.close()
+    return rate / fs * threads, fs
+
+
+def vector_rate(venv: gym.vector.VectorEnv, acts: np.ndarray, budget: float) -> float:
+    venv.reset(seed=0)
+    return _timed(lambda i: venv.step(acts[i % len(acts)]), venv.num_envs, budget)
 
 
 def _maker(fid: str, task: me.Task) -> Callable[[], gym.Env]:
@@ -58,126 +93,120 @@ def _maker(fid: str, task: me.Task) -> Callable[[], gym.Env]:
     return make
 
 
-def bench_single(fid: str, acts: np.ndarray, budget: float) -> float:
-    env = gym.make(fid)
-    env.get_wrapper_attr("set_task")(_tasks(fid, 1)[0])
-    env.reset(seed=0)
-
-    def step(i: int) -> None:
-        _, _, term, trunc, _ = env.step(acts[i % len(acts), 0])
-        if term or trunc:
-            env.reset()
-
-    r = _timed(step, 1, budget)
-    env.close()
-    return r
-
-
-def bench_vector(venv: gym.vector.VectorEnv, acts: np.ndarray, budget: float) -> float:
-    venv.reset(seed=0)
-
-    def step(i: int) -> None:
-        venv.step(acts[i % len(acts)])
-
-    r = _timed(step, venv.num_envs, budget)
-    venv.close()
-    return r
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return out.stdout.strip() + (" (working tree has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
 
 
-def raw_rate(fid: str, n_models: int, nstep: int = 2000) -> tuple[float, int]:
-    """Raw mj_step/s on one thread over the task models, and frame_skip."""
-    benv = me.make_batched(fid, _tasks(fid, n_models), nthread=1)
-    benv.reset(seed=0)
-    rates = []
-    rng = np.random.default_rng(0)
-    for w in benv._worlds:
-        m, d = w.unwrapped.model, w.unwrapped.data
-        d.ctrl[:] = rng.uniform(-1, 1, m.nu)
-        mujoco.mj_step(m, d, nstep=50)
-        t0 = time.perf_counter()
-        mujoco.mj_step(m, d, nstep=nstep)
-        rates.append(nstep / (time.perf_counter() - t0))
-    fs = benv.frame_skip
-    benv.close()
-    return float(np.mean(rates)), fs
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("metarobot")
+    except Exception:  # provenance only: never fail the benchmark over it
+        return "unknown"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256])
-    ap.add_argument("--budget", type=float, default=2.0, help="seconds per measurement")
-    ap.add_argument(
-        "--async-max",
-        type=int,
-        default=64,
-        help="largest N for AsyncVectorEnv (one process per world)",
-    )
+    ap.add_argument("--budget", type=float, default=1.5, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
-    cores = os.cpu_count() or 1
     rows = []
-    for robot, fid in ROBOTS.items():
+    for robot, fid, n in CASES:
+        tasks = _tasks(fid, n)
         nu = gym.make(fid).action_space.shape[0]
-        rng = np.random.default_rng(0)
-        acts = rng.uniform(-1, 1, (64, max(args.sizes), nu)).astype(np.float32)
-        raw, fs = raw_rate(fid, 16)
-        limit = raw / fs * args.threads
-        single = bench_single(fid, acts, args.budget)
-        print(
-            f"{robot}: raw mj_step {raw:,.0f}/s, frame_skip {fs}, limit {limit:,.0f} env-steps/s, "
-            f"env.step {single:,.0f}/s",
-            flush=True,
-        )
-        for n in args.sizes:
-            a = acts[:, :n]
-            tasks = _tasks(fid, n)
-            sync = bench_vector(
-                gym.vector.SyncVectorEnv([_maker(fid, t) for t in tasks]), a, args.budget
-            )
-            if n <= args.async_max:
-                asy = bench_vector(
-                    gym.vector.AsyncVectorEnv([_maker(fid, t) for t in tasks]), a, args.budget
-                )
-            else:
-                asy = float("nan")
-            bat = bench_vector(me.make_batched(fid, tasks, nthread=args.threads), a, args.budget)
-            rows.append((robot, n, single, sync, asy, bat, limit))
+        acts = np.random.default_rng(0).uniform(-1, 1, (32, n, nu)).astype(np.float32)
+        makers: dict[str, Callable[[], gym.vector.VectorEnv]] = {
+            "batched": lambda: me.make_batched(fid, tasks, nthread=args.threads),
+            "batched persistent": lambda: me.make_batched(
+                fid, tasks, nthread=args.threads, persistent=True
+            ),
+            "generic path": lambda: me.make_batched(
+                fid, tasks, nthread=args.threads, use_kernel=False
+            ),
+            "SyncVectorEnv": lambda: gym.vector.SyncVectorEnv([_maker(fid, t) for t in tasks]),
+        }
+        envs = {k: make() for k, make in makers.items()}
+        res: dict[str, list[float]] = {k: [] for k in ["raw limit", *envs]}
+        for r in range(args.rounds):
+            limit, fs = raw_limit(fid, 8, args.threads, args.budget)
+            res["raw limit"].append(limit)
+            for k, venv in envs.items():
+                res[k].append(vector_rate(venv, acts, args.budget))
             print(
-                f"  N={n:4d} sync {sync:10,.0f}  async {asy:10,.0f}  batched {bat:10,.0f}  "
-                f"({bat / sync:.2f}x sync, {100 * bat / limit:.0f}% of limit)",
+                f"{robot} N={n} round {r}: "
+                + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in res.items()),
                 flush=True,
             )
+        for venv in envs.values():
+            venv.close()
+        rows.append((robot, n, fs, res))
 
+    cores = os.cpu_count() or 1
     lines = [
         "# Simulator throughput (env-steps/s)",
         "",
-        f"Machine: {cores} cores ({platform.processor() or platform.machine()}), "
-        f"threads used by the batched simulator and the limit: {args.threads}; "
-        f"mujoco {mujoco.__version__}, gymnasium {gym.__version__}, numpy {np.__version__}.",
-        "Worlds run the frozen training tasks of `HalfCheetahRandParams` / `AntRandParams` "
-        "(PEARL ranges); random actions; autoreset at the 200-step horizon is included.",
-        f"Command: `python experiments/bench_sim.py{' --out ' + str(args.out) if args.out else ''}`"
-        f" ({args.budget:g} s per measurement).",
+        f"Command: `{command}`",
+        f"metarobot {_version()}, git commit {_git_commit()}; mujoco {mujoco.__version__}, "
+        f"gymnasium {gym.__version__}, numpy {np.__version__}, Python {platform.python_version()}.",
+        f"Machine: {platform.node() or 'unknown'}, {cores} cores "
+        f"({platform.processor() or platform.machine()}), {platform.system()}; batched and raw "
+        f"limit use {args.threads} thread(s).",
         "",
-        "| robot | N | env.step | SyncVectorEnv | AsyncVectorEnv | batched (ours) | raw limit "
-        "| batched / Sync | batched / limit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "The machine is shared with other jobs, so every column is measured in the same run, "
+        f"interleaved: {args.rounds} rounds, each measuring the raw limit and then every "
+        f"simulator for {args.budget:g} s. The table gives the median over rounds; the "
+        "ratio columns are medians of the per-round ratios (each against the raw limit "
+        "measured in the same round). Worlds run the frozen training tasks of the family; "
+        "random actions; autoreset at the 200-step horizon is included.",
+        "",
+        "| robot | N | raw limit | batched | batched (persistent) | generic path | "
+        "SyncVectorEnv | batched / limit | batched / Sync | generic / Sync |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for robot, n, single, sync, asy, bat, limit in rows:
-        asy_s = f"{asy:,.0f}" if np.isfinite(asy) else f"n/a (> {args.async_max} processes)"
+    for robot, n, _fs, res in rows:
+        med = {k: float(np.median(v)) for k, v in res.items()}
+        lim = np.array(res["raw limit"])
+        best = np.maximum(res["batched"], res["batched persistent"])
+        ratio_lim = float(np.median(best / lim))
+        ratio_sync = float(np.median(best / np.array(res["SyncVectorEnv"])))
+        gen_sync = float(np.median(np.array(res["generic path"]) / np.array(res["SyncVectorEnv"])))
         lines.append(
-            f"| {robot} | {n} | {single:,.0f} | {sync:,.0f} | {asy_s} | **{bat:,.0f}** | "
-            f"{limit:,.0f} | {bat / sync:.2f}× | {100 * bat / limit:.0f}% |"
+            f"| {robot} | {n} | {med['raw limit']:,.0f} | **{med['batched']:,.0f}** | "
+            f"{med['batched persistent']:,.0f} | {med['generic path']:,.0f} | "
+            f"{med['SyncVectorEnv']:,.0f} | {100 * ratio_lim:.0f}% | {ratio_sync:.2f}× | "
+            f"{gen_sync:.2f}× |"
         )
     lines += [
         "",
         "Raw limit = single-thread `mj_step` rate on the same randomized models ÷ frame_skip × "
-        "threads: the rate the physics alone allows, with no observation, reward or Python cost.",
-        "AsyncVectorEnv starts one process per world; above "
-        f"{args.async_max} worlds that exceeds what a 2-core / 24 GiB machine should run.",
+        "threads: what the physics alone allows, with no observation, reward, reset or Python "
+        "cost. `batched / limit` and `batched / Sync` use the faster of the two batched data "
+        "layouts in each round. The generic path runs each world's own `step` in Python on "
+        "physics from the batch (exact for any robot; the kernels are the fast path).",
+        "",
+        "Per-round figures:",
+        "",
     ]
+    for robot, n, _fs, res in rows:
+        for k, v in res.items():
+            lines.append(f"- {robot} N={n} {k}: " + ", ".join(f"{x:,.0f}" for x in v))
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
