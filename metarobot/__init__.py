@@ -5,15 +5,19 @@ Public API::
     import metarobot
     policy = metarobot.MAML("metarobot/HalfCheetahVel-v0").train(100)
     adapted = metarobot.adapt(policy, env, episodes=2)
-    policy.save("cheetah.pt"); policy = metarobot.load("cheetah.pt")
+    metarobot.save(policy, "cheetah.pt"); policy = metarobot.load("cheetah.pt")
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from metarobot.adaptation import adapt, adapt_many
-from metarobot.checkpoint import load
+from metarobot.adaptation import adapt_many
+from metarobot.api import adapt
+from metarobot.checkpoint import load, save
 from metarobot.learners import MAML, MetaConfig, MetaLearner, MetaSGD, Reptile, make_policy
 from metarobot.policies import Policy
+from metarobot.recurrent import RecurrentPolicy, train_recurrent
+from metarobot.rma import RMAPolicy, train_rma
+from metarobot.stateful import StatefulPolicy
 
 __all__ = [
     "MAML",
@@ -21,10 +25,16 @@ __all__ = [
     "MetaLearner",
     "MetaSGD",
     "Policy",
+    "RMAPolicy",
+    "RecurrentPolicy",
     "Reptile",
+    "StatefulPolicy",
     "__version__",
     "adapt",
     "adapt_many",
     "load",
     "make_policy",
+    "save",
+    "train_recurrent",
+    "train_rma",
 ]

@@ -19,14 +19,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch.func import grad, vmap
 
-from metarobot.checkpoint import check_compatible
+from metarobot.checkpoint import AnyPolicy, check_compatible
 from metarobot.envs import BatchedMujocoEnv, Task, find_randomized, make_batched
 from metarobot.policies import Params, Policy, gaussian_log_prob, resolve_device
-from metarobot.rollout import EpisodeBatch, collect, compute_advantages
+from metarobot.rollout import EpisodeBatch, collect, compute_advantages, episode_returns
+from metarobot.stateful import StatefulPolicy
+from metarobot.validation import check_int
 
 __all__ = ["adapt", "adapt_many", "inner_update", "surrogate_loss"]
 
@@ -70,12 +71,6 @@ def inner_update(
     return {k: params[k] - lr[k] * g[k] for k in params}
 
 
-def _check_positive_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    return int(v)
-
-
 def _step_sizes(policy: Policy, lr: float | None, device: torch.device) -> Params:
     if lr is None:
         return {k: v.to(device) for k, v in policy.inner_lr.items()}
@@ -88,11 +83,15 @@ def _step_sizes(policy: Policy, lr: float | None, device: torch.device) -> Param
 def _default_steps(policy: Policy, steps: int | None) -> int:
     if steps is None:
         steps = int(policy.meta.get("inner_steps", 1))
-    return _check_positive_int("steps", steps)
+    return check_int("steps", steps)
+
+
+#: Offset between the adaptation episodes' seeds and the safeguard's validation episodes.
+VALIDATION_SEED_OFFSET = 500_009
 
 
 def adapt_many(
-    policy: Policy,
+    policy: AnyPolicy,
     env_id: str,
     tasks: Sequence[Task],
     *,
@@ -106,59 +105,111 @@ def adapt_many(
     lam: float = 0.95,
     nthread: int | None = None,
     return_batch: bool = False,
-) -> list[Policy] | tuple[list[Policy], EpisodeBatch]:
-    """Adapt one policy to N environments at once (vmapped over parameter sets).
+    safe: bool = True,
+    validation_episodes: int | None = None,
+) -> list[AnyPolicy] | tuple[list[AnyPolicy], EpisodeBatch | None]:
+    """Adapt one policy to N environments at once.
+
+    What adaptation does depends on the policy type:
+
+    - **MLP policies** (meta-learners, baselines): S gradient steps ``θ − α ⊙ ∇L(θ)`` of PPO's
+      clipped surrogate on K sampled episodes per environment, vmapped over environments, with
+      the policy's own (meta-learned) step sizes or ``lr``.
+    - **RMA**: the mean latent ``ẑ`` its adaptation module inferred over K episodes becomes a
+      fixed latent, so the next episode is adapted from its first step.
+    - **Recurrent**: the K episodes run back to back with the GRU state carried across them;
+      later episodes start from the state they ended in.
+
+    The safeguard (``safe=True``, the default) then runs ``validation_episodes`` fresh
+    deterministic episodes per environment with the adapted *and* the original policy (same
+    start states, seeds disjoint from the adaptation episodes) and keeps the adapted one only if
+    its mean return is not lower; otherwise the original comes back unchanged. It costs
+    ``2 × validation_episodes`` extra episodes per environment.
 
     Args:
         policy: The policy to adapt (not modified).
         env_id: A family id.
         tasks: The N environments' tasks.
         episodes: K ≥ 1 episodes collected per environment.
-        steps: S ≥ 1 gradient steps (default: the policy's training inner steps, else 1).
-        lr: Step size for every parameter; ``None`` uses the policy's (meta-learned) ones.
+        steps: S ≥ 1 gradient steps (MLP policies; default: the policy's training inner steps).
+        lr: Step size for every parameter (MLP policies); ``None`` uses the policy's own.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
         seed: Task i uses seed ``seed + i`` (``None``: fresh entropy).
         clip: Surrogate clip range.
         gamma: Discount.
         lam: GAE λ.
         nthread: Simulator threads (default: all cores).
-        return_batch: Also return the adaptation episodes.
+        return_batch: Also return the adaptation episodes (MLP policies; None otherwise).
+        safe: Keep an adaptation only when it does not lower the validation return.
+        validation_episodes: Episodes per policy and environment of the safeguard (default K).
 
     Returns:
-        N adapted policies (and the episodes when ``return_batch``).
+        N adapted policies (and the episodes when ``return_batch``). Each has
+        ``meta["adapted"]`` saying what was done and whether the safeguard kept it.
 
     Raises:
         ValueError: On bad counts, step sizes, device, or a policy that does not fit the env.
     """
-    if not isinstance(policy, Policy):
-        raise ValueError(f"policy must be a metarobot Policy, got {type(policy)!r}")
-    k = _check_positive_int("episodes", episodes)
-    s = _default_steps(policy, steps)
+    if not isinstance(policy, (Policy, StatefulPolicy)):
+        raise ValueError(f"policy must be a metarobot policy, got {type(policy)!r}")
+    k = check_int("episodes", episodes)
+    v_eps = (
+        k if validation_episodes is None else check_int("validation_episodes", validation_episodes)
+    )
     if not (isinstance(clip, (int, float)) and 0 < clip < 1):
         raise ValueError(f"clip must be a number in (0, 1), got {clip!r}")
     for name, v in (("gamma", gamma), ("lam", lam)):
         if not (isinstance(v, (int, float)) and 0 <= v <= 1):
             raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
-    ):
-        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
+    if seed is not None:
+        check_int("seed", seed, minimum=0)
     tasks = list(tasks)
     n = len(tasks)
     if n < 1:
         raise ValueError("tasks must hold at least one task")
     dev = resolve_device(device)
+    seeds: list[int | None] = [None] * n if seed is None else [int(seed) + i for i in range(n)]
+    batch: EpisodeBatch | None = None
+    if isinstance(policy, StatefulPolicy):
+        candidates: list[AnyPolicy] = list(
+            policy.adapt_candidates(env_id, tasks, episodes=k, seeds=seeds, nthread=nthread)
+        )
+        what = {"rma": "fixed latent", "recurrent": "carried GRU state"}.get(policy.kind, "context")
+    else:
+        s = _default_steps(policy, steps)
+        candidates, batch = _gradient_candidates(
+            policy, env_id, tasks, k, s, lr, dev, seeds, clip, gamma, lam, nthread
+        )
+        what = f"{s} gradient step(s)"
+    for c, t in zip(candidates, tasks, strict=True):
+        c.meta["adapted"] = {"task": t.to_json(), "episodes": k, "update": what}
+    if safe:
+        candidates = _safeguard(policy, candidates, env_id, tasks, v_eps, seeds, nthread)
+    return (candidates, batch) if return_batch else candidates
+
+
+def _gradient_candidates(
+    policy: Policy,
+    env_id: str,
+    tasks: list[Task],
+    k: int,
+    s: int,
+    lr: float | None,
+    dev: torch.device,
+    seeds: list[int | None],
+    clip: float,
+    gamma: float,
+    lam: float,
+    nthread: int | None,
+) -> tuple[list[AnyPolicy], EpisodeBatch]:
+    n = len(tasks)
     work = policy.clone().to(dev)
     alpha = _step_sizes(work, lr, dev)
-    if seed is None:
-        seeds: list[int | None] = [None] * n
-    else:
-        seeds = [int(seed) + i for i in range(n)]
     env = make_batched(
         env_id, [t for t in tasks for _ in range(k)], autoreset_mode="disabled", nthread=nthread
     )
     try:
-        check_compatible(work, env._worlds[0])
+        check_compatible(work, env.worlds[0])
         stacked = {
             key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()
         }
@@ -171,12 +222,54 @@ def adapt_many(
     params = stacked
     for _ in range(s):
         params = step(params, data)
-    adapted = []
+    adapted: list[AnyPolicy] = []
     for i in range(n):
         p = work.with_params({key: v[i] for key, v in params.items()})
-        p.meta["adapted"] = {"task": tasks[i].to_json(), "episodes": k, "steps": s}
         adapted.append(p.to(policy.device))
-    return (adapted, batch) if return_batch else adapted
+    return adapted, batch
+
+
+def _safeguard(
+    policy: AnyPolicy,
+    candidates: list[AnyPolicy],
+    env_id: str,
+    tasks: list[Task],
+    episodes: int,
+    seeds: list[int | None],
+    nthread: int | None,
+) -> list[AnyPolicy]:
+    """Per task: the candidate if its validation return is not lower than the original's."""
+    n = len(tasks)
+    vseeds = [None if s is None else s + VALIDATION_SEED_OFFSET for s in seeds]
+    base = [policy] * n
+    if isinstance(policy, Policy):  # one stacked run needs every parameter set on one device
+        base = [policy.clone().to("cpu")] * n
+        candidates_cpu: list[AnyPolicy] = [c.clone().to("cpu") for c in candidates]  # type: ignore[union-attr]
+    else:
+        candidates_cpu = candidates
+    rets, _, _, _ = episode_returns(
+        [*base, *candidates_cpu],
+        env_id,
+        [*tasks, *tasks],
+        episodes=episodes,
+        seeds=[*vseeds, *vseeds],
+        nthread=nthread,
+    )
+    mean = rets.mean(1)
+    out: list[AnyPolicy] = []
+    for i, cand in enumerate(candidates):
+        keep = bool(mean[n + i] >= mean[i])
+        info = {
+            **cand.meta["adapted"],
+            "accepted": keep,
+            "validation_episodes": episodes,
+            "validation_return_original": float(mean[i]),
+            "validation_return_adapted": float(mean[n + i]),
+        }
+        chosen = cand if keep else policy.clone()
+        chosen.meta["adapted"] = info
+        out.append(chosen)
+    return out
 
 
 def _resolve_env(env: Any, task: Task | None) -> tuple[str, Task]:
@@ -199,7 +292,7 @@ def _resolve_env(env: Any, task: Task | None) -> tuple[str, Task]:
 
 
 def adapt(
-    policy: Any,
+    policy: AnyPolicy,
     env: Any,
     episodes: int = 1,
     steps: int | None = None,
@@ -213,8 +306,8 @@ def adapt(
     """Fine-tune ``policy`` to one environment with a few episodes of experience.
 
     Args:
-        policy: A metarobot :class:`Policy`, or an SB3 PPO/A2C model (then an adapted model of
-            the same type is returned). Not modified.
+        policy: A metarobot policy (MLP, ensemble, RMA or recurrent); not modified. (SB3
+            models go through :func:`metarobot.adapt`, which returns the same SB3 type.)
         env: The environment: a family env from ``gym.make`` (its current task is used), a
             family id together with ``task``, or a batched env whose worlds share one task.
         episodes: K ≥ 1 episodes of experience.
@@ -223,33 +316,19 @@ def adapt(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         seed: Seed of the episodes (same seed → same adapted policy on CPU).
         task: The task, when ``env`` is a family id.
-        **kwargs: Passed to :func:`adapt_many` (``clip``, ``gamma``, ``lam``, ``nthread``).
+        **kwargs: Passed to :func:`adapt_many` (``safe``, ``validation_episodes``, ``clip``,
+            ``gamma``, ``lam``, ``nthread``).
 
     Returns:
-        A new, standalone adapted policy.
+        A new, standalone adapted policy (see :func:`adapt_many` for what adaptation does per
+        policy type, and for the safeguard that keeps it from making the policy worse).
 
     Raises:
         ValueError: On bad arguments or a policy that does not fit the environment.
     """
-    if not isinstance(policy, Policy):
-        from stable_baselines3.common.base_class import BaseAlgorithm
-
-        if isinstance(policy, BaseAlgorithm):
-            from metarobot.sb3 import adapt_sb3
-
-            return adapt_sb3(
-                policy,
-                env,
-                episodes=episodes,
-                steps=steps,
-                lr=lr,
-                device=device,
-                seed=seed,
-                task=task,
-                **kwargs,
-            )
+    if not isinstance(policy, (Policy, StatefulPolicy)):
         raise ValueError(
-            f"policy must be a metarobot Policy or an SB3 PPO/A2C model, got {type(policy)!r}"
+            f"policy must be a metarobot policy (SB3 models: metarobot.adapt), got {type(policy)!r}"
         )
     env_id, the_task = _resolve_env(env, task)
     return adapt_many(

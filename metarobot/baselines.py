@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 
-from metarobot.envs import Task
+from metarobot.envs import Task, task_split
 from metarobot.learners.base import make_policy
 from metarobot.policies import EnsembleMLP, Policy, RunningNorm
 from metarobot.sb3 import from_sb3, make_sb3_vec_env
@@ -31,6 +31,7 @@ __all__ = [
     "parameter_average",
     "ppo_model",
     "scratch",
+    "shared_init",
     "train_domain_randomization",
     "train_expert",
     "train_experts",
@@ -50,8 +51,22 @@ PPO_DEFAULTS: dict[str, Any] = {
 }
 
 
-def ppo_model(venv: Any, seed: int, hidden: Sequence[int] = (64, 64), **kwargs: Any) -> PPO:
-    """An SB3 PPO model with a tanh MLP actor/critic of ``hidden`` sizes on the CPU."""
+def ppo_model(
+    venv: Any,
+    seed: int,
+    hidden: Sequence[int] = (64, 64),
+    policy_kwargs_extra: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> PPO:
+    """An SB3 PPO model with a tanh MLP actor/critic of ``hidden`` sizes on the CPU.
+
+    Args:
+        venv: The SB3 VecEnv.
+        seed: PPO seed.
+        hidden: Hidden sizes of actor and critic.
+        policy_kwargs_extra: More ``policy_kwargs`` (e.g. a features extractor).
+        **kwargs: Override :data:`PPO_DEFAULTS`.
+    """
     params = {**PPO_DEFAULTS, **kwargs}
     return PPO(
         "MlpPolicy",
@@ -62,6 +77,7 @@ def ppo_model(venv: Any, seed: int, hidden: Sequence[int] = (64, 64), **kwargs: 
         policy_kwargs={
             "net_arch": {"pi": list(hidden), "vf": list(hidden)},
             "activation_fn": torch.nn.Tanh,
+            **(policy_kwargs_extra or {}),
         },
         **params,
     )
@@ -112,7 +128,25 @@ def train_expert(
         model.learn(timesteps)
     finally:
         venv.close()
-    return from_sb3(model, _meta(env_id, method, task=task.to_json(), timesteps=timesteps))
+    meta = _meta(
+        env_id, method, task=task.to_json(), timesteps=timesteps, env_steps=int(model.num_timesteps)
+    )
+    return from_sb3(model, meta)
+
+
+def shared_init(
+    env_id: str, seed: int, hidden: Sequence[int] = (64, 64)
+) -> dict[str, torch.Tensor]:
+    """The initial SB3 PPO weights every expert of one training seed starts from.
+
+    Experts share one initialization so that their weights can be averaged.
+    """
+    venv = make_sb3_vec_env(env_id, task_split(env_id)[0][:1], nthread=0)
+    try:
+        model = ppo_model(venv, seed, hidden=tuple(hidden))
+        return {k: v.clone() for k, v in model.policy.state_dict().items()}
+    finally:
+        venv.close()
 
 
 def train_experts(
@@ -153,8 +187,6 @@ def train_domain_randomization(
     **ppo_kwargs: Any,
 ) -> Policy:
     """PPO on the whole training distribution: every world draws a new task at each reset."""
-    from metarobot.envs import task_split
-
     start = list(tasks) if tasks is not None else task_split(env_id)[0]
     worlds = [start[i % len(start)] for i in range(n_envs)]
     venv = make_sb3_vec_env(env_id, worlds, nthread=nthread, resample_on_reset=True)
@@ -164,7 +196,10 @@ def train_domain_randomization(
         model.learn(timesteps)
     finally:
         venv.close()
-    return from_sb3(model, _meta(env_id, "domain_randomization", timesteps=timesteps))
+    meta = _meta(
+        env_id, "domain_randomization", timesteps=timesteps, env_steps=int(model.num_timesteps)
+    )
+    return from_sb3(model, meta)
 
 
 def ensemble(experts: Sequence[Policy]) -> Policy:
@@ -187,6 +222,7 @@ def ensemble(experts: Sequence[Policy]) -> Policy:
                 params[f"members.{i}.log_std"] = v.detach().clone()
     params["log_std"] = torch.stack([e.params["log_std"] for e in experts]).mean(0)
     meta = {**first.meta, "algorithm": "ensemble", "members": len(experts)}
+    meta["env_steps"] = sum(int(e.meta.get("env_steps", 0)) for e in experts)
     meta.pop("task", None)
     return Policy(net, params, _shared_norm(experts), first.inner_lr["log_std"].mean().item(), meta)
 
@@ -203,6 +239,7 @@ def parameter_average(experts: Sequence[Policy]) -> Policy:
     _check_same_shape(experts, "parameter_average")
     params = {k: torch.stack([e.params[k] for e in experts]).mean(0) for k in first.params}
     meta = {**first.meta, "algorithm": "param_average", "members": len(experts)}
+    meta["env_steps"] = sum(int(e.meta.get("env_steps", 0)) for e in experts)
     meta.pop("task", None)
     return Policy(
         first.net, params, _shared_norm(experts), first.inner_lr["log_std"].mean().item(), meta
@@ -242,4 +279,5 @@ def scratch(env_id: str, seed: int = 0, **kwargs: Any) -> Policy:
     """A freshly initialized policy (identity normalizer), the no-prior-knowledge baseline."""
     pol = make_policy(env_id, seed=seed, **kwargs)
     pol.meta["algorithm"] = "scratch"
+    pol.meta["env_steps"] = 0
     return pol

@@ -1,103 +1,74 @@
-"""Atomic policy checkpoints with metadata.
+"""Atomic policy checkpoints with metadata: ``metarobot.save`` and ``metarobot.load``.
 
 A checkpoint is one ``torch.save`` file holding plain data only (tensors, numbers, strings), so it
-loads with ``weights_only=True``: parameters, per-parameter step sizes, the observation normalizer,
-the network shape, and metadata (family id, spaces, algorithm and config, package versions).
-Writes go to a temporary file in the same folder, then ``os.replace`` it over the target, so a
-reader never sees a half-written file.
+loads with ``weights_only=True``: parameters, the observation normalizer, the network shape, and
+metadata (family id, spaces, algorithm and config, package versions). Every policy type writes
+its own payload (``policy.to_payload()``) and is read back by the class registered for its
+network kind in :data:`POLICY_KINDS`. Writes go to a temporary file in the same folder, then
+``os.replace`` it over the target, so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import mujoco
-import numpy as np
 import torch
 
-from metarobot.policies import Policy, RunningNorm, build_net
+from metarobot.io import FORMAT, FORMAT_VERSION, atomic_torch_save, versions
+from metarobot.policies import Policy
+from metarobot.recurrent import RecurrentPolicy
+from metarobot.rma import RMAPolicy
+from metarobot.stateful import StatefulPolicy
 
 __all__ = [
     "FORMAT",
+    "POLICY_KINDS",
+    "AnyPolicy",
     "atomic_torch_save",
     "check_compatible",
     "load",
     "robot_name",
+    "save",
     "save_policy",
     "versions",
 ]
 
-FORMAT = "metarobot-policy"
-FORMAT_VERSION = 1
+#: Any policy metarobot trains, saves and adapts.
+AnyPolicy = Policy | StatefulPolicy
+
+#: Network kind → the class that reads its payload.
+POLICY_KINDS: dict[str, Any] = {
+    "mlp": Policy,
+    "ensemble": Policy,
+    RMAPolicy.kind: RMAPolicy,
+    RecurrentPolicy.kind: RecurrentPolicy,
+}
 
 
-def versions() -> dict[str, str]:
-    """Versions of the packages a checkpoint depends on."""
-    from metarobot import __version__
-
-    return {
-        "metarobot": __version__,
-        "torch": str(torch.__version__),
-        "gymnasium": gym.__version__,
-        "mujoco": mujoco.__version__,
-        "numpy": np.__version__,
-    }
+def save(policy: AnyPolicy, path: str | os.PathLike[str]) -> None:
+    """Write any metarobot policy to ``path`` atomically (same as ``policy.save(path)``)."""
+    if not isinstance(policy, (Policy, StatefulPolicy)):
+        raise ValueError(f"policy must be a metarobot policy, got {type(policy)!r}")
+    atomic_torch_save(policy.to_payload(), path)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then atomically rename it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; give the checkpoint the mode a plain open() would.
-        if target.exists():
-            mode = target.stat().st_mode & 0o777
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+#: Kept for code written against the first release.
+save_policy = save
 
 
-def save_policy(policy: Policy, path: str | os.PathLike[str]) -> None:
-    """Write ``policy`` to ``path`` atomically."""
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "net": policy.net.config(),
-        "params": {k: v.detach().cpu() for k, v in policy.params.items()},
-        "inner_lr": {k: v.detach().cpu() for k, v in policy.inner_lr.items()},
-        "normalizer": policy.normalizer.state_dict(),
-        "meta": json.dumps(policy.meta),
-        "versions": versions(),
-    }
-    atomic_torch_save(payload, path)
-
-
-def load(path: str | os.PathLike[str], env: gym.Env | None = None) -> Policy:
-    """Load a policy saved with ``policy.save``.
+def load(path: str | os.PathLike[str], env: gym.Env | None = None) -> AnyPolicy:
+    """Load a policy saved with ``metarobot.save`` / ``policy.save``.
 
     Args:
         path: The checkpoint file.
         env: If given, check the policy fits this env (family and spaces).
 
     Returns:
-        The policy (on CPU).
+        The policy (on CPU), of the type that saved it.
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -121,27 +92,19 @@ def load(path: str | os.PathLike[str], env: gym.Env | None = None) -> Policy:
             "upgrade metarobot to load it"
         )
     try:
-        net = build_net(raw["net"])
-        policy = Policy(
-            net,
-            raw["params"],
-            RunningNorm.from_state_dict(raw["normalizer"]),
-            raw["inner_lr"],
-            json.loads(raw.get("meta") or "{}"),
-        )
+        kind = raw["net"].get("kind", "mlp")
+        if kind not in POLICY_KINDS:
+            raise ValueError(f"unknown network kind {kind!r}; known: {sorted(POLICY_KINDS)}")
+        policy = POLICY_KINDS[kind].from_payload(raw)
         policy.meta["saved_with"] = dict(raw.get("versions") or {})
-        expected = {k: v.shape for k, v in net.named_parameters()}
-        got = {k: v.shape for k, v in policy.params.items()}
-        if expected != got:
-            raise ValueError(f"parameter shapes {got} do not match the network {expected}")
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as err:
         raise ValueError(f"{str(p)!r} is a damaged metarobot checkpoint: {err}") from err
     if env is not None:
         check_compatible(policy, env)
     return policy
 
 
-def check_compatible(policy: Policy, env: gym.Env) -> None:
+def check_compatible(policy: AnyPolicy, env: gym.Env) -> None:
     """Raise a ValueError naming the mismatch if ``policy`` cannot act in ``env``."""
     obs_shape = env.observation_space.shape
     act_shape = env.action_space.shape

@@ -11,11 +11,10 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_ALGOS = ("maml", "fomaml", "reptile", "metasgd")
-
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from metarobot.experiment import run_experiment
+    from metarobot.provenance import command_line
 
     result = run_experiment(
         args.config,
@@ -24,6 +23,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         backend=args.backend,
         workers=args.workers,
         address=args.address,
+        command=command_line(),
     )
     out = Path(result["out"])
     print(Path(result["summary"]).read_text())
@@ -37,39 +37,75 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from metarobot.learners import MAML, MetaSGD, Reptile
+    from metarobot import registry
 
-    kw = {
-        "meta_batch": args.meta_batch,
-        "episodes": args.episodes,
-        "seed": args.seed,
-        "device": args.device,
-        "inner_lr": args.inner_lr,
-    }
-    if args.algo == "reptile":
-        learner = Reptile(args.env, **kw)
-    elif args.algo == "metasgd":
-        learner = MetaSGD(args.env, **kw)
-    else:
-        learner = MAML(args.env, first_order=args.algo == "fomaml", **kw)
-    try:
-        learner.train(
-            args.iterations,
-            log_path=args.log,
-            checkpoint_path=args.out,
-            progress=not args.quiet,
-            state_path=args.state,
-            checkpoint_every=args.checkpoint_every,
+    spec = registry.get(args.algo)
+    if spec.learner is not None:
+        learner = registry.meta_learner(
+            args.algo,
+            args.env,
+            meta_batch=args.meta_batch,
+            episodes=args.episodes,
+            seed=args.seed,
+            device=args.device,
+            inner_lr=args.inner_lr,
         )
-    finally:
-        learner.close()
-    last = learner.history[-1]
+        try:
+            learner.train(
+                args.iterations,
+                log_path=args.log,
+                checkpoint_path=args.out,
+                progress=not args.quiet,
+                state_path=args.state,
+                checkpoint_every=args.checkpoint_every,
+            )
+        finally:
+            learner.close()
+        last = learner.history[-1]
+        print(
+            f"saved {args.out}: {args.algo} on {args.env}, {args.iterations} iterations, "
+            f"{learner.env_steps:,} env steps, last pre/post-adaptation return "
+            f"{last['pre_return']:.1f} / {last.get('post_return', float('nan')):.1f}"
+        )
+        return 0
+    from metarobot.checkpoint import load
+    from metarobot.config import ExperimentConfig
+
+    cfg = ExperimentConfig(name="train", family=args.env, methods=[args.algo])
+    if args.steps is not None:
+        cfg.rma.teacher_steps = max(1, int(args.steps * 0.8))
+        cfg.rma.student_steps = max(1, args.steps - cfg.rma.teacher_steps)
+        cfg.recurrent.steps = args.steps
+        cfg.baselines.dr_timesteps = args.steps
+    jobs = spec.jobs(cfg, args.seed)
+    if len(jobs) != 1:
+        raise ValueError(
+            f"--algo {args.algo!r} does not train one policy on its own (use metarobot run); "
+            f"trainable alone: {_trainable()}"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    jobs[0].trainer(cfg, out.parent, out, jobs[0].args)
+    steps = load(out).meta.get("env_steps")
     print(
-        f"saved {args.out}: {args.algo} on {args.env}, {args.iterations} iterations, "
-        f"last pre/post-adaptation return {last['pre_return']:.1f} / "
-        f"{last.get('post_return', float('nan')):.1f}"
+        f"saved {out}: {args.algo} on {args.env}, {steps:,} env steps, "
+        f"{time.perf_counter() - t0:.0f} s"
     )
     return 0
+
+
+def _trainable() -> list[str]:
+    from metarobot import registry
+    from metarobot.config import ExperimentConfig
+
+    out = []
+    for name in registry.method_names():
+        spec = registry.get(name)
+        cfg = ExperimentConfig(name="probe", family="metarobot/InvertedPendulumRandParams-v0")
+        if not spec.reference and len(spec.jobs(cfg, 0)) == 1:
+            out.append(name)
+    return out
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -134,11 +170,20 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         lr=args.lr,
         device=args.device,
         seed=args.seed,
+        safe=not args.no_safeguard,
     )
     adapted.save(args.out)
+    info = adapted.meta.get("adapted", {})
+    verdict = ""
+    if "accepted" in info:
+        verdict = (
+            f"; safeguard {'kept' if info['accepted'] else 'rejected'} the update (validation "
+            f"return {info['validation_return_adapted']:.1f} adapted vs "
+            f"{info['validation_return_original']:.1f} original)"
+        )
     print(
-        f"adapted {args.checkpoint} to {task} with {args.episodes} episode(s) in "
-        f"{time.perf_counter() - t0:.1f} s; saved {args.out}"
+        f"adapted {args.checkpoint} to {task} with {args.episodes} episode(s) "
+        f"({info.get('update', '')}) in {time.perf_counter() - t0:.1f} s{verdict}; saved {args.out}"
     )
     return 0
 
@@ -240,9 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="meta-train one policy on a family",
         description="Meta-train a policy with one algorithm and save it.",
     )
-    t.add_argument("--algo", choices=_ALGOS, required=True, help="meta-learning algorithm")
+    t.add_argument(
+        "--algo",
+        choices=_trainable(),
+        required=True,
+        help="method: a meta-learner, a context method (rma, recurrent) or domain_randomization",
+    )
     t.add_argument("--env", required=True, help="family id, e.g. metarobot/HalfCheetahVel-v0")
     t.add_argument("--iterations", type=_positive, default=50, help="meta-iterations")
+    t.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help="env-step budget of rma (80%% teacher, 20%% student), recurrent and "
+        "domain_randomization (default: the config defaults)",
+    )
     t.add_argument("--meta-batch", type=_positive, default=20, help="tasks per iteration")
     t.add_argument("--episodes", type=_positive, default=2, help="adaptation episodes per task (K)")
     t.add_argument("--inner-lr", type=float, default=0.1, help="adaptation step size α")
@@ -318,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=float, default=None, help="step size (default: the policy's meta-learned one)"
     )
     a.add_argument("--seed", type=int, default=0, help="seed of the adaptation episodes")
+    a.add_argument(
+        "--no-safeguard",
+        action="store_true",
+        help="keep the update even if it lowers the return on fresh validation episodes",
+    )
     a.add_argument("--device", default="auto", help="auto, cpu or cuda")
     a.add_argument("--out", required=True, help="where to save the adapted policy")
     a.set_defaults(fn=_cmd_adapt)

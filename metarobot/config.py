@@ -20,19 +20,18 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from metarobot.evaluation import METHODS
+from metarobot import registry
 
 __all__ = [
     "BaselineConfig",
     "EvalConfig",
     "ExperimentConfig",
     "MetaSection",
+    "RMASection",
+    "RecurrentSection",
     "load_config",
     "parse_config",
 ]
-
-META_METHODS = ("maml", "fomaml", "reptile", "metasgd")
-
 
 @dataclass
 class MetaSection:
@@ -82,30 +81,69 @@ class EvalConfig:
 
 
 @dataclass
+class RMASection:
+    """RMA: privileged PPO teacher, then the history adaptation module (student)."""
+
+    teacher_steps: int = 200_000
+    student_steps: int = 50_000
+    history: int = 16
+    z_dim: int = 8
+    student_envs: int = 32
+
+
+@dataclass
+class RecurrentSection:
+    """Recurrent (GRU) policy trained with PPO across the training tasks."""
+
+    steps: int = 250_000
+    n_envs: int = 16
+    hidden: int = 64
+    lr: float = 3e-4
+    epochs: int = 4
+    minibatches: int = 4
+
+
+@dataclass
 class ExperimentConfig:
-    """One experiment: a family, the methods to compare, budgets and the protocol."""
+    """One experiment: a family, the methods to compare, budgets and the protocol.
+
+    ``budget_steps`` (when set) is the environment-step budget every trained method must fit
+    in; a method whose settings would exceed it is refused. ``imports`` names Python modules
+    to import first, so that families they register with ``gym.register`` can be used.
+    """
 
     name: str
     family: str
     out: str = "runs/experiment"
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=registry.method_names)
     train_seeds: list[int] = field(default_factory=lambda: [0])
     nthread: int = 1
     torch_threads: int = 1
+    budget_steps: int | None = None
+    imports: list[str] = field(default_factory=list)
     meta: MetaSection = field(default_factory=MetaSection)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    rma: RMASection = field(default_factory=RMASection)
+    recurrent: RecurrentSection = field(default_factory=RecurrentSection)
     eval: EvalConfig = field(default_factory=EvalConfig)
     description: str = ""
 
     def validate(self) -> None:
         """Range checks that types alone do not express."""
-        from metarobot.envs import FAMILY_IDS
+        import importlib
 
-        if self.family not in FAMILY_IDS:
-            raise ValueError(f"family must be one of {list(FAMILY_IDS)}, got {self.family!r}")
-        bad = [m for m in self.methods if m not in METHODS]
+        for mod in self.imports:
+            try:
+                importlib.import_module(mod)
+            except ImportError as err:
+                raise ValueError(f"imports: cannot import module {mod!r}: {err}") from err
+        from metarobot.envs import check_family
+
+        check_family(self.family)
+        known = registry.method_names()
+        bad = [m for m in self.methods if m not in known]
         if bad:
-            raise ValueError(f"methods: unknown {bad}; allowed: {list(METHODS)}")
+            raise ValueError(f"methods: unknown {bad}; allowed: {known}")
         if not self.methods:
             raise ValueError("methods must name at least one method")
         if "oracle" not in self.methods:
@@ -122,7 +160,9 @@ class ExperimentConfig:
             raise ValueError(f"nthread must be >= 0, got {self.nthread}")
         if self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
-        for sec_name in ("meta", "baselines", "eval"):
+        if self.budget_steps is not None and self.budget_steps < 1:
+            raise ValueError(f"budget_steps must be >= 1 (or left out), got {self.budget_steps}")
+        for sec_name in ("meta", "baselines", "rma", "recurrent", "eval"):
             sec = getattr(self, sec_name)
             for f in dataclasses.fields(sec):
                 v = getattr(sec, f.name)
@@ -145,6 +185,7 @@ class ExperimentConfig:
         n_test = len(task_split(self.family)[1])
         if self.eval.n_test_tasks > n_test:
             raise ValueError(f"eval.n_test_tasks must be <= {n_test} for {self.family}")
+        registry.check_budget(self)
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:

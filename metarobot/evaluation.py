@@ -20,38 +20,27 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.stats import trim_mean
 
 from metarobot.adaptation import adapt_many
+from metarobot.checkpoint import AnyPolicy
 from metarobot.envs import Task, make_batched
-from metarobot.policies import Policy
-from metarobot.rollout import collect
+from metarobot.registry import method_names
+from metarobot.rollout import episode_returns
 
 __all__ = [
-    "METHODS",
+    "AGGREGATES",
     "RECORD_FIELDS",
     "aggregate",
     "evaluate_method",
     "evaluation_returns",
     "iqm",
+    "optimality_gap",
     "random_returns",
     "score_records",
     "stratified_bootstrap_ci",
 ]
 
-#: Method names of the records, in table order.
-METHODS: tuple[str, ...] = (
-    "maml",
-    "fomaml",
-    "reptile",
-    "metasgd",
-    "ensemble",
-    "param_average",
-    "domain_randomization",
-    "oracle",
-    "scratch",
-)
 #: Columns of a tidy record.
 RECORD_FIELDS: tuple[str, ...] = ("method", "family", "task", "seed", "k", "return", "score")
 #: Extra columns written after the record fields.
@@ -62,7 +51,7 @@ EVAL_SEED_OFFSET = 1_000_003
 
 
 def evaluation_returns(
-    policies: Sequence[Policy],
+    policies: Sequence[AnyPolicy],
     env_id: str,
     tasks: Sequence[Task],
     *,
@@ -74,7 +63,8 @@ def evaluation_returns(
 ) -> Any:
     """Mean return of ``policies[i]`` on ``tasks[i]`` over ``episodes`` deterministic episodes.
 
-    All policies must share one network shape (they are stacked and run together).
+    All policies must be of one type and share one network shape (they run together). A
+    stateful policy starts every episode from ``reset()``.
 
     Returns:
         Array ``[N]`` of mean returns; with ``return_seeds`` also the world reset seeds; with
@@ -82,36 +72,16 @@ def evaluation_returns(
         ends early with the reward collected so far; it never feeds NaN anywhere).
     """
     n = len(tasks)
-    if len(policies) != n:
-        raise ValueError(f"need one policy per task, got {len(policies)} policies for {n} tasks")
-    env = make_batched(
-        env_id,
-        [t for t in tasks for _ in range(episodes)],
-        autoreset_mode="disabled",
-        nthread=nthread,
+    seeds = [seed + EVAL_SEED_OFFSET + 7919 * i for i in range(n)]
+    rets, div, reset_seeds, _ = episode_returns(
+        policies, env_id, tasks, episodes=episodes, seeds=seeds, nthread=nthread
     )
-    try:
-        lead = policies[0]
-        stacked = {k: torch.stack([p.params[k].detach() for p in policies]) for k in lead.params}
-        seeds = [seed + EVAL_SEED_OFFSET + 7919 * i for i in range(n)]
-        batch = collect(
-            lead,
-            env,
-            stacked,
-            n_tasks=n,
-            episodes=episodes,
-            seeds=seeds,
-            stacked=True,
-            deterministic=True,
-        )
-    finally:
-        env.close()
-    out = batch.returns.mean(1).cpu().numpy().astype(np.float64)
+    out = rets.mean(1)
     extra: list[Any] = []
     if return_seeds:
-        extra.append(batch.reset_seeds)
+        extra.append(reset_seeds)
     if return_diverged:
-        extra.append(batch.diverged_mask.sum(1))
+        extra.append(div.sum(1))
     return (out, *extra) if extra else out
 
 
@@ -145,7 +115,7 @@ def random_returns(
 
 def evaluate_method(
     method: str,
-    policy: Policy,
+    policy: AnyPolicy | None,
     env_id: str,
     tasks: Sequence[Task],
     *,
@@ -156,7 +126,7 @@ def evaluate_method(
     adapt_lr: float | None = None,
     task_ids: Sequence[int] | None = None,
     nthread: int | None = None,
-    per_task_policies: Sequence[Policy] | None = None,
+    per_task_policies: Sequence[AnyPolicy] | None = None,
 ) -> list[dict[str, Any]]:
     """Records of one method under the protocol (``score`` left NaN; see :func:`score_records`).
 
@@ -258,35 +228,83 @@ def iqm(x: np.ndarray) -> float:
     return float(trim_mean(x, 0.25)) if x.size else float("nan")
 
 
+def optimality_gap(x: np.ndarray, gamma: float = 1.0) -> float:
+    """Rliable's optimality gap: mean of ``max(0, γ − score)`` (lower is better)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    return float(np.mean(np.maximum(gamma - x, 0.0))) if x.size else float("nan")
+
+
+def _finite_mean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    return float(np.mean(x)) if x.size else float("nan")
+
+
+def _finite_median(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else float("nan")
+
+
+#: rliable's four aggregate metrics of a score matrix.
+AGGREGATES: dict[str, Any] = {
+    "mean": _finite_mean,
+    "median": _finite_median,
+    "iqm": iqm,
+    "og": optimality_gap,
+}
+
+
 def stratified_bootstrap_ci(
-    scores: np.ndarray, reps: int = 2000, alpha: float = 0.05, seed: int = 0
+    scores: np.ndarray,
+    reps: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    stat: Any = iqm,
 ) -> tuple[float, float]:
-    """Percentile CI of the IQM, resampling runs (seeds) with replacement within each task.
+    """Percentile CI of ``stat``, resampling runs (seeds) with replacement within each task.
 
     Args:
         scores: ``[runs, tasks]`` score matrix.
         reps: Bootstrap replicates.
         alpha: 1 − confidence level.
         seed: Seed of the resampling generator.
+        stat: Aggregate of a score matrix (default: the IQM).
     """
+    return _bootstrap(scores, {"s": stat}, reps, alpha, seed)["s"]
+
+
+def _bootstrap(
+    scores: np.ndarray, stats: Mapping[str, Any], reps: int, alpha: float, seed: int
+) -> dict[str, tuple[float, float]]:
     rng = np.random.default_rng(seed)
     runs, tasks = scores.shape
-    stats = np.empty(reps)
+    out = {k: np.empty(reps) for k in stats}
     for b in range(reps):
         idx = rng.integers(0, runs, size=(runs, tasks))
-        stats[b] = iqm(np.take_along_axis(scores, idx, axis=0))
-    lo, hi = np.nanpercentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+        sample = np.take_along_axis(scores, idx, axis=0)
+        for k, f in stats.items():
+            out[k][b] = f(sample)
+    res = {}
+    for k, v in out.items():
+        lo, hi = np.nanpercentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        res[k] = (float(lo), float(hi))
+    return res
 
 
 def aggregate(records: Sequence[Mapping[str, Any]], reps: int = 2000) -> list[dict[str, Any]]:
-    """Per (method, k): IQM score with 95% CI, mean return, and the number of runs.
+    """Per (method, k): rliable's four aggregates with 95% CIs, mean return, runs, per-task means.
 
     The score matrix has one row per run — a (training seed, evaluation seed) pair — and one
-    column per task; the bootstrap resamples runs within each task.
+    column per task; the bootstrap resamples runs within each task. Keys: ``iqm``, ``mean``,
+    ``median``, ``og`` (optimality gap), each with ``<name>_low`` / ``<name>_high``
+    (``ci_low``/``ci_high`` are the IQM's), ``mean_return``, ``runs``, ``per_task`` (task →
+    mean score).
     """
     out = []
-    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    order = method_names()
+    methods = [m for m in order if any(r["method"] == m for r in records)]
     methods += sorted({r["method"] for r in records} - set(methods))
     for m in methods:
         rows = [r for r in records if r["method"] == m]
@@ -300,16 +318,14 @@ def aggregate(records: Sequence[Mapping[str, Any]], reps: int = 2000) -> list[di
                 mat[runs.index((r.get("train_seed", 0), r["seed"])), tasks.index(r["task"])] = r[
                     "score"
                 ]
-            lo, hi = stratified_bootstrap_ci(mat, reps=reps)
-            out.append(
-                {
-                    "method": m,
-                    "k": k,
-                    "iqm": iqm(mat),
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "mean_return": float(np.mean([r["return"] for r in sel])),
-                    "runs": len(sel),
-                }
-            )
+            cis = _bootstrap(mat, AGGREGATES, reps, 0.05, 0)
+            row: dict[str, Any] = {"method": m, "k": k}
+            for name, f in AGGREGATES.items():
+                row[name] = f(mat)
+                row[f"{name}_low"], row[f"{name}_high"] = cis[name]
+            row["ci_low"], row["ci_high"] = row["iqm_low"], row["iqm_high"]
+            row["mean_return"] = float(np.mean([r["return"] for r in sel]))
+            row["runs"] = len(sel)
+            row["per_task"] = {t: float(np.nanmean(mat[:, j])) for j, t in enumerate(tasks)}
+            out.append(row)
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
 import multiprocessing
 import shutil
@@ -34,9 +35,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metarobot import baselines
-from metarobot.checkpoint import load
-from metarobot.config import META_METHODS, ExperimentConfig, load_config
+from metarobot import registry
+from metarobot.config import ExperimentConfig, load_config
 from metarobot.envs import task_split
 from metarobot.evaluation import (
     EXTRA_FIELDS,
@@ -46,8 +46,7 @@ from metarobot.evaluation import (
     random_returns,
     score_records,
 )
-from metarobot.learners import MAML, MetaConfig, MetaSGD, Reptile
-from metarobot.policies import Policy
+from metarobot.provenance import provenance_lines
 from metarobot.report import (
     adaptation_curve_png,
     learning_curve_png,
@@ -67,10 +66,11 @@ class Unit:
     Attributes:
         name: Human-readable name.
         output: The file whose existence marks the unit done.
-        kind: What to do (``meta``, ``expert``, ``dr``, ``oracle``, ``random``, ``evaluate``).
+        kind: What to do: ``train`` (a registry job), ``random`` or ``evaluate``.
         args: Arguments of the work.
         weight: Relative cost, for the progress bar.
         stage: 0 = training, 1 = evaluation (needs every stage-0 unit).
+        trainer: The registry job's function, for ``train`` units.
     """
 
     name: str
@@ -79,6 +79,7 @@ class Unit:
     args: dict[str, Any]
     weight: float = 1.0
     stage: int = 0
+    trainer: registry.Trainer | None = None
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -97,67 +98,33 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _meta_learner(name: str, cfg: ExperimentConfig, seed: int) -> Any:
-    m = cfg.meta
-    # Every [meta] field that MetaConfig also has is passed through as it is.
-    shared = {f.name for f in dataclasses.fields(MetaConfig)}
-    common = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name in shared}
-    common.update(hidden=tuple(m.hidden), seed=seed, device="cpu", nthread=cfg.nthread)
-    if name == "reptile":
-        common.update(
-            inner_steps=m.reptile_inner_steps, outer_lr=m.reptile_lr, inner_lr=m.reptile_inner_lr
-        )
-        return Reptile(cfg.family, **common)
-    cls = MetaSGD if name == "metasgd" else MAML
-    return cls(cfg.family, first_order=(name == "fomaml"), **common)
-
-
 def plan(cfg: ExperimentConfig, out: Path, progress: bool = True) -> list[Unit]:
-    """The units of an experiment: stage 0 trains, stage 1 evaluates (needs stage 0)."""
+    """The units of an experiment: stage 0 trains, stage 1 evaluates (needs stage 0).
+
+    Training units come from the method registry; a job shared by several methods (the
+    experts of the ensemble and the parameter average) is one unit.
+    """
     units: list[Unit] = []
+    seen: set[str] = set()
     ck, rec = out / "checkpoints", out / "records"
-    test_tasks = task_split(cfg.family)[1][: cfg.eval.n_test_tasks]
     for seed in cfg.train_seeds:
-        for m in (x for x in cfg.methods if x in META_METHODS):
-            units.append(
-                Unit(
-                    f"train {m} (seed {seed})",
-                    ck / f"{m}-s{seed}.pt",
-                    "meta",
-                    {"method": m, "seed": seed},
-                    3.0,
-                )
-            )
-        if {"ensemble", "param_average"} & set(cfg.methods):
-            for i in range(cfg.baselines.n_experts):
+        for m in cfg.methods:
+            spec = registry.get(m)
+            if spec.reference and seed != cfg.train_seeds[0]:
+                continue  # a reference is trained once, with the first training seed
+            for job in spec.jobs(cfg, seed):
+                if job.key in seen:
+                    continue
+                seen.add(job.key)
                 units.append(
                     Unit(
-                        f"train expert {i} (seed {seed})",
-                        ck / f"expert-{i}-s{seed}.pt",
-                        "expert",
-                        {"index": i, "seed": seed},
-                    )
-                )
-        if "domain_randomization" in cfg.methods:
-            units.append(
-                Unit(
-                    f"train domain_randomization (seed {seed})",
-                    ck / f"domain_randomization-s{seed}.pt",
-                    "dr",
-                    {"seed": seed},
-                    2.0,
-                )
-            )
-        if "oracle" in cfg.methods and seed == cfg.train_seeds[0]:
-            # The oracle is a per-task reference (the score's 1.0), not a method under test:
-            # trained once, with the first training seed.
-            for t in range(len(test_tasks)):
-                units.append(
-                    Unit(
-                        f"train oracle task {t} (seed {seed})",
-                        ck / f"oracle-t{t}-s{seed}.pt",
-                        "oracle",
-                        {"task": t, "seed": seed},
+                        job.label,
+                        ck / f"{job.key}.pt",
+                        "train",
+                        job.args,
+                        job.weight,
+                        0,
+                        job.trainer,
                     )
                 )
     units.append(Unit("evaluate random actions", rec / "random.csv", "random", {}, 0.2, 1))
@@ -186,134 +153,64 @@ def run_unit(cfg: ExperimentConfig, out: Path, unit: Unit) -> str:
         The unit's name.
     """
     torch.set_num_threads(cfg.torch_threads)
-    ck, logs = out / "checkpoints", out / "logs"
-    train_tasks, test_tasks = task_split(cfg.family)
-    test_tasks = test_tasks[: cfg.eval.n_test_tasks]
-    b, nth, hidden = cfg.baselines, cfg.nthread, tuple(cfg.meta.hidden)
-    a = unit.args
-    path = unit.output
-    if unit.kind == "meta":
-        m, seed = a["method"], a["seed"]
-        learner = _meta_learner(m, cfg, seed)
-        try:
-            policy = learner.train(
-                cfg.meta.iterations,
-                log_path=logs / f"{m}-s{seed}.csv",
-                tensorboard_dir=out / "tb" / f"{m}-s{seed}",
-                checkpoint_every=cfg.meta.checkpoint_every,
-                progress=False,
-                state_path=path.with_suffix(".state.pt"),
-            )
-        finally:
-            learner.close()
-        policy.save(path)  # the finished unit's marker
-    elif unit.kind == "expert":
-        init_seed = 10_000 + a["seed"]
-        pol = baselines.train_expert(
-            cfg.family,
-            train_tasks[a["index"] % len(train_tasks)],
-            b.expert_timesteps,
-            seed=init_seed + a["index"],
-            init_state=_expert_init(cfg, init_seed),
-            n_envs=b.n_envs,
-            nthread=nth,
-            hidden=hidden,
-        )
-        pol.save(path)
-    elif unit.kind == "dr":
-        pol = baselines.train_domain_randomization(
-            cfg.family,
-            b.dr_timesteps,
-            seed=a["seed"],
-            n_envs=b.n_envs,
-            nthread=nth,
-            hidden=hidden,
-            tasks=train_tasks,
-        )
-        pol.save(path)
-    elif unit.kind == "oracle":
-        t, seed = a["task"], a["seed"]
-        pol = baselines.train_expert(
-            cfg.family,
-            test_tasks[t],
-            b.oracle_timesteps,
-            seed=20_000 + 100 * seed + t,
-            n_envs=b.n_envs,
-            nthread=nth,
-            hidden=hidden,
-            method="oracle",
-        )
-        pol.save(path)
+    for mod in cfg.imports:  # a worker process must register the user's families too
+        importlib.import_module(mod)
+    if unit.kind == "train":
+        if unit.trainer is None:
+            raise ValueError(f"training unit {unit.name!r} has no trainer")
+        unit.trainer(cfg, out, unit.output, unit.args)
     elif unit.kind == "random":
-        r = random_returns(
-            cfg.family, test_tasks, episodes=max(cfg.eval.episodes, 4), seed=0, nthread=nth
-        )
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["task", "return"])
-            for t, v in enumerate(r):
-                w.writerow([t, float(v)])
-        tmp.replace(path)
+        _random_unit(cfg, unit.output)
     elif unit.kind == "evaluate":
-        m, seed, e = a["method"], a["seed"], cfg.eval
-        kw: dict[str, Any] = {
-            "ks": e.ks,
-            "seeds": e.seeds,
-            "episodes": e.episodes,
-            "adapt_steps": e.adapt_steps,
-            "nthread": nth,
-        }
-        per_task = None
-        if m == "oracle":
-            per_task = [load(ck / f"oracle-t{t}-s{seed}.pt") for t in range(len(test_tasks))]
-        if m not in META_METHODS:
-            kw["adapt_lr"] = e.adapt_lr
-        recs = evaluate_method(
-            m,
-            _method_policy(m, cfg, seed, ck),
-            cfg.family,
-            test_tasks,
-            per_task_policies=per_task,
-            **kw,
-        )
-        for r in recs:
-            r["train_seed"] = seed
-        tmp = path.with_suffix(".tmp")
-        write_csv(recs, tmp, FIELDS)
-        tmp.replace(path)
+        _evaluate_unit(cfg, out, unit)
     else:
-        raise ValueError(f"unknown unit kind {unit.kind!r}")
+        raise ValueError(f"unknown unit kind {unit.kind!r}; known: train, random, evaluate")
     return unit.name
 
 
+def _random_unit(cfg: ExperimentConfig, path: Path) -> None:
+    test_tasks = task_split(cfg.family)[1][: cfg.eval.n_test_tasks]
+    r = random_returns(
+        cfg.family, test_tasks, episodes=max(cfg.eval.episodes, 4), seed=0, nthread=cfg.nthread
+    )
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["task", "return"])
+        for t, v in enumerate(r):
+            w.writerow([t, float(v)])
+    tmp.replace(path)
+
+
+def _evaluate_unit(cfg: ExperimentConfig, out: Path, unit: Unit) -> None:
+    m, seed, e = unit.args["method"], unit.args["seed"], cfg.eval
+    spec = registry.get(m)
+    test_tasks = task_split(cfg.family)[1][: cfg.eval.n_test_tasks]
+    loaded = spec.load(cfg, seed, out / "checkpoints")
+    per_task = loaded if isinstance(loaded, list) else None
+    recs = evaluate_method(
+        m,
+        None if per_task is not None else loaded,
+        cfg.family,
+        test_tasks,
+        per_task_policies=per_task,
+        ks=e.ks,
+        seeds=e.seeds,
+        episodes=e.episodes,
+        adapt_steps=e.adapt_steps,
+        adapt_lr=None if spec.own_step_size else e.adapt_lr,
+        nthread=cfg.nthread,
+    )
+    for r in recs:
+        r["train_seed"] = seed
+    tmp = unit.output.with_suffix(".tmp")
+    write_csv(recs, tmp, FIELDS)
+    tmp.replace(unit.output)
+
+
 def _evaluated(cfg: ExperimentConfig, seed: int) -> list[str]:
-    """Methods evaluated for one training seed (the oracle only for the first)."""
-    return [m for m in cfg.methods if m != "oracle" or seed == cfg.train_seeds[0]]
-
-
-def _expert_init(cfg: ExperimentConfig, init_seed: int) -> dict[str, torch.Tensor]:
-    from metarobot.sb3 import make_sb3_vec_env
-
-    venv = make_sb3_vec_env(cfg.family, task_split(cfg.family)[0][:1], nthread=0)
-    try:
-        model = baselines.ppo_model(venv, init_seed, hidden=tuple(cfg.meta.hidden))
-        return {k: v.clone() for k, v in model.policy.state_dict().items()}
-    finally:
-        venv.close()
-
-
-def _method_policy(m: str, cfg: ExperimentConfig, seed: int, ck: Path) -> Policy | None:
-    if m in META_METHODS or m == "domain_randomization":
-        return load(ck / f"{m}-s{seed}.pt")
-    if m in ("ensemble", "param_average"):
-        experts = [load(ck / f"expert-{i}-s{seed}.pt") for i in range(cfg.baselines.n_experts)]
-        return (
-            baselines.ensemble(experts) if m == "ensemble" else baselines.parameter_average(experts)
-        )
-    if m == "scratch":
-        return baselines.scratch(cfg.family, seed=seed, hidden=tuple(cfg.meta.hidden))
-    return None  # oracle: per-task policies
+    """Methods evaluated for one training seed (references only for the first)."""
+    return [m for m in cfg.methods if not registry.get(m).reference or seed == cfg.train_seeds[0]]
 
 
 def _check_same_config(cfg: ExperimentConfig, out: Path) -> None:
@@ -344,6 +241,7 @@ def run_experiment(
     backend: str = "local",
     workers: int = 1,
     address: str | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) an experiment and write its outputs.
 
@@ -357,6 +255,8 @@ def run_experiment(
         address: Ray cluster address (default: start or join a local Ray instance).
         config_path: Source file copied to ``<out>/config.toml`` (when ``config`` is a path it
             is used).
+        command: The command line written at the top of ``summary.md`` (default: this
+            process's ``sys.argv``).
 
     Returns:
         ``{"out", "summary", "records", "aggregate", "ran", "skipped", "seconds"}``.
@@ -387,6 +287,8 @@ def run_experiment(
         )
     try:
         units = plan(cfg, out_dir, progress)
+        timings = _read_timings(out_dir / "timings.csv")
+        _write_timings(out_dir / "timings.csv", timings, units)
         todo = [u for u in units if not u.output.exists()]
         skipped = [u.name for u in units if u.output.exists()]
         total = sum(u.weight for u in todo)
@@ -400,8 +302,8 @@ def run_experiment(
             for stage in (0, 1):  # evaluation needs every trained policy
                 batch = [u for u in todo if u.stage == stage]
                 for u, seconds in _execute(cfg, out_dir, batch, backend, workers, address, pool):
-                    with open(out_dir / "timings.csv", "a", newline="") as fh:
-                        csv.writer(fh).writerow([u.name, f"{seconds:.2f}"])
+                    timings.setdefault(u.name, seconds)  # a reused unit keeps its first time
+                    _write_timings(out_dir / "timings.csv", timings, units)
                     if not u.output.exists():
                         raise RuntimeError(f"unit {u.name!r} finished without writing {u.output}")
                     ran.append(u.name)
@@ -411,9 +313,31 @@ def run_experiment(
         torch.set_num_threads(prev_threads)
         if pool is not None:
             pool.shutdown()
-    result = _report(cfg, out_dir)
+    result = _report(cfg, out_dir, command)
     result.update(ran=ran, skipped=skipped, seconds=time.perf_counter() - t0)
     return result
+
+
+def _read_timings(path: Path) -> dict[str, float]:
+    """Unit → seconds of an earlier run of this folder (empty when there is none)."""
+    if not path.exists():
+        return {}
+    rows = list(csv.reader(path.open(newline="")))
+    if rows and rows[0] == ["unit", "seconds"]:
+        rows = rows[1:]
+    return {r[0]: float(r[1]) for r in rows if len(r) == 2}
+
+
+def _write_timings(path: Path, timings: dict[str, float], units: list[Unit]) -> None:
+    """Rewrite ``timings.csv`` (header, one row per finished unit, plan order), atomically."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["unit", "seconds"])
+        for u in units:
+            if u.name in timings:
+                w.writerow([u.name, f"{timings[u.name]:.2f}"])
+    tmp.replace(path)
 
 
 def _timed(cfg: ExperimentConfig, out: Path, unit: Unit) -> tuple[str, float]:
@@ -461,7 +385,29 @@ def _execute(
             yield by_name[name], seconds
 
 
-def _report(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
+def _steps_used(cfg: ExperimentConfig, out: Path) -> dict[str, tuple[int, int | None]]:
+    """Per method: (planned most env steps, mean env steps its checkpoints record)."""
+    planned = registry.check_budget(cfg)
+    result: dict[str, tuple[int, int | None]] = {}
+    for m in cfg.methods:
+        spec = registry.get(m)
+        seeds = cfg.train_seeds[:1] if spec.reference else cfg.train_seeds
+        used = []
+        for seed in seeds:
+            try:
+                pol = spec.load(cfg, seed, out / "checkpoints")
+            except (FileNotFoundError, ValueError):
+                continue
+            pols = pol if isinstance(pol, list) else [pol]
+            vals = [p.meta.get("env_steps") for p in pols]
+            if all(v is not None for v in vals):
+                # A reference lists one policy per task: its budget is per task.
+                used.append(float(np.mean(vals)) if spec.reference else float(sum(vals)))
+        result[m] = (planned[m], int(np.mean(used)) if used else None)
+    return result
+
+
+def _report(cfg: ExperimentConfig, out: Path, command: str | None = None) -> dict[str, Any]:
     rec = out / "records"
     rand = {int(r["task"]): float(r["return"]) for r in _csv_rows(rec / "random.csv")}
     records: list[dict[str, Any]] = []
@@ -470,23 +416,36 @@ def _report(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
             records += _read_records(rec / f"{m}-s{seed}.csv")
     oracle0: dict[int, list[float]] = {}
     for r in records:
-        if r["method"] == "oracle" and r["k"] == 0:
+        if registry.get(r["method"]).reference and r["k"] == 0:
             oracle0.setdefault(r["task"], []).append(r["return"])
     oracle = {t: float(np.mean(v)) for t, v in oracle0.items()}
     score_records(records, rand, oracle)
     write_csv(records, out / "results.csv", FIELDS)
     agg = aggregate(records, reps=cfg.eval.bootstrap_reps)
-    b, m, e = cfg.baselines, cfg.meta, cfg.eval
+    e = cfg.eval
     notes = [
         f"Family `{cfg.family}`, {e.n_test_tasks} held-out test tasks × evaluation seeds "
         f"{e.seeds} × training seeds {cfg.train_seeds}; {e.episodes} evaluation episodes per "
-        f"cell (mean action), separate from the adaptation episodes; each adaptation takes "
-        f"{e.adapt_steps} gradient step(s) on K episodes (step size: meta-learned/meta-trained "
-        f"for meta-learners, {e.adapt_lr} for baselines).",
-        f"Budgets: meta-learners {m.iterations} iterations × {m.meta_batch} tasks; "
-        f"{b.n_experts} PPO experts × {b.expert_timesteps:,} steps; domain randomization "
-        f"{b.dr_timesteps:,} steps; oracle {b.oracle_timesteps:,} steps per test task (trained "
-        "once, with the first training seed: it is the reference, not a method under test).",
+        "cell (mean action), separate from the adaptation episodes. Adaptation with K episodes "
+        "(`metarobot.adapt_many`): MLP policies take "
+        f"{e.adapt_steps} gradient step(s) (step size: meta-learned/meta-trained for "
+        f"meta-learners, {e.adapt_lr} for baselines); RMA fixes the latent its adaptation "
+        "module inferred; the recurrent policy carries its GRU state across the K episodes. "
+        "K = 0 is no adaptation, but the context policies still adapt online within the "
+        "episode. Every adaptation passes the safeguard (kept only if it does not lower the "
+        "return on K fresh validation episodes against the original policy).",
+        "Budget: "
+        + (
+            f"every trained method is held to budget_steps = {cfg.budget_steps:,} environment "
+            "steps (checked before training; the table above gives each method's planned "
+            "maximum and what its checkpoints record)."
+            if cfg.budget_steps is not None
+            else "no common budget_steps was set for this run: compare the steps each method "
+            "used (table above) before comparing scores."
+        )
+        + " The oracle is the per-task reference (score 1), trained once per test task with "
+        f"{cfg.baselines.oracle_timesteps:,} PPO steps and the first training seed; it is not "
+        "a method under test.",
     ]
     div = {
         m: sum(r["diverged"] for r in records if r["method"] == m)
@@ -499,11 +458,19 @@ def _report(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
         + (": " + ", ".join(f"{m} {d}" for m, d in div.items() if d) if total else "")
         + "."
     )
-    (out / "summary.md").write_text(summary_markdown(agg, cfg.name, notes))
+    (out / "summary.md").write_text(
+        summary_markdown(
+            agg,
+            cfg.name,
+            notes,
+            header=provenance_lines(command),
+            budgets=_steps_used(cfg, out),
+        )
+    )
     adaptation_curve_png(agg, out / "adaptation_curve.png", f"{cfg.name}: {cfg.family}")
     logs = {}
     for seed in cfg.train_seeds:
-        for name in (x for x in cfg.methods if x in META_METHODS):
+        for name in (x for x in cfg.methods if registry.get(x).learner is not None):
             p = out / "logs" / f"{name}-s{seed}.csv"
             if p.exists():
                 logs[f"{name} s{seed}"] = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from metarobot.io import FORMAT, FORMAT_VERSION, atomic_torch_save, versions
 
 __all__ = [
     "EnsembleMLP",
@@ -354,11 +357,27 @@ class Policy:
             )
         return arr
 
+    #: A plain MLP policy has no per-episode state.
+    stateful = False
+
+    def reset(self) -> None:
+        """Start of an episode: nothing to forget (the interface of stateful policies)."""
+
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The action space's bounds recorded in the metadata, if any."""
+        low, high = self.meta.get("action_low"), self.meta.get("action_high")
+        if low is None or high is None:
+            return None
+        return np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
+
     def act(
         self,
         obs: np.ndarray,
         deterministic: bool = False,
         rng: np.random.Generator | None = None,
+        *,
+        reward: float | None = None,
+        clip: bool = True,
     ) -> np.ndarray:
         """Actions for one observation ``(obs_dim,)`` or a batch ``(B, obs_dim)``.
 
@@ -366,6 +385,9 @@ class Policy:
             obs: Raw (unnormalized) observations.
             deterministic: Return the mean action instead of a sample.
             rng: Generator for the action noise; default: the policy's own.
+            reward: The previous step's reward; ignored (a plain policy has no context).
+            clip: Clip to the action bounds of the env the policy was made for, as SB3's
+                ``predict`` does; ``False`` gives the raw mean or sample.
 
         Returns:
             Actions as float32, shaped like ``obs`` with ``act_dim`` last.
@@ -378,6 +400,9 @@ class Policy:
             if not deterministic:
                 noise = (rng or self._rng).standard_normal(out.shape).astype(np.float32)
                 out = out + np.exp(log_std.cpu().numpy()) * noise
+        bounds = self.action_bounds() if clip else None
+        if bounds is not None:
+            out = np.clip(out, bounds[0], bounds[1])
         return out.astype(np.float32)
 
     def predict(
@@ -391,8 +416,40 @@ class Policy:
         return self.act(obs, deterministic=deterministic), None
 
     # ------------------------------------------------------------------ persistence
+    def to_payload(self) -> dict[str, Any]:
+        """Plain-data checkpoint contents (see :mod:`metarobot.checkpoint`)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "net": self.net.config(),
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "inner_lr": {k: v.detach().cpu() for k, v in self.inner_lr.items()},
+            "normalizer": self.normalizer.state_dict(),
+            "meta": json.dumps(self.meta),
+            "versions": versions(),
+        }
+
+    @classmethod
+    def from_payload(cls, raw: Mapping[str, Any]) -> Policy:
+        """Inverse of :meth:`to_payload`.
+
+        Raises:
+            ValueError: If the parameter shapes do not match the network.
+        """
+        net = build_net(raw["net"])
+        policy = cls(
+            net,
+            raw["params"],
+            RunningNorm.from_state_dict(raw["normalizer"]),
+            raw["inner_lr"],
+            json.loads(raw.get("meta") or "{}"),
+        )
+        expected = {k: v.shape for k, v in net.named_parameters()}
+        got = {k: v.shape for k, v in policy.params.items()}
+        if expected != got:
+            raise ValueError(f"parameter shapes {got} do not match the network {expected}")
+        return policy
+
     def save(self, path: str) -> None:
         """Write a checkpoint atomically (see :mod:`metarobot.checkpoint`)."""
-        from metarobot.checkpoint import save_policy
-
-        save_policy(self, path)
+        atomic_torch_save(self.to_payload(), path)

@@ -33,38 +33,30 @@ def _fmt(x: float) -> str:
     return "–" if not math.isfinite(x) else f"{x:.2f}"
 
 
-def summary_markdown(
-    agg: Sequence[Mapping[str, Any]], title: str, notes: Sequence[str] = ()
-) -> str:
-    """A table: one row per method, one column per K, cells ``IQM [95% CI]`` of the score.
+def _ci(a: Mapping[str, Any], name: str) -> str:
+    return f"{_fmt(a[name])} [{_fmt(a[name + '_low'])}, {_fmt(a[name + '_high'])}]"
 
-    The best IQM in each column is bold; methods whose CI overlaps the best's are marked with ≈.
-    """
-    ks = sorted({a["k"] for a in agg})
-    methods = list(dict.fromkeys(a["method"] for a in agg))
+
+def _per_k_table(
+    agg: Sequence[Mapping[str, Any]], stat: str, ks: list[int], methods: list[str]
+) -> list[str]:
+    """Rows of one aggregate: best non-oracle per K bold, ≈ where CIs overlap the best's."""
     cell = {(a["method"], a["k"]): a for a in agg}
+    lower_better = stat == "og"
     best = {}
     for k in ks:
         cands = [
             cell[(m, k)]
             for m in methods
-            if (m, k) in cell and m != "oracle" and math.isfinite(cell[(m, k)]["iqm"])
+            if (m, k) in cell and m != "oracle" and math.isfinite(cell[(m, k)][stat])
         ]
         if cands:
-            best[k] = max(cands, key=lambda a: a["iqm"])
+            pick = min if lower_better else max
+            best[k] = pick(cands, key=lambda a: a[stat])
     lines = [
-        f"# {title}",
-        "",
-        "Normalized score (0 = random actions, 1 = oracle without "
-        "adaptation): IQM [95% stratified-bootstrap CI] over tasks × seeds, after K "
-        "adaptation episodes. Bold: best non-oracle method at that K; ≈: its CI overlaps "
-        "the best one's.",
-        "",
+        "| method | " + " | ".join(f"K={k}" for k in ks) + f" | mean return (K=0 → K={ks[-1]}) |",
+        "|---|" + "---:|" * len(ks) + "---:|",
     ]
-    lines.append(
-        "| method | " + " | ".join(f"K={k}" for k in ks) + f" | mean return (K=0 → K={ks[-1]}) |"
-    )
-    lines.append("|---|" + "---:|" * len(ks) + "---:|")
     for m in methods:
         cells = []
         for k in ks:
@@ -72,18 +64,99 @@ def summary_markdown(
             if a is None:
                 cells.append("")
                 continue
-            txt = f"{_fmt(a['iqm'])} [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]"
+            txt = _ci(a, stat)
             b = best.get(k)
+            overlap = b is not None and (
+                a[stat + "_low"] <= b[stat + "_high"]
+                if lower_better
+                else a[stat + "_high"] >= b[stat + "_low"]
+            )
             if b is not None and b["method"] == m:
                 txt = f"**{txt}**"
-            elif b is not None and m != "oracle" and a["ci_high"] >= b["ci_low"]:
+            elif m != "oracle" and overlap:
                 txt = f"≈ {txt}"
             cells.append(txt)
-        r0 = cell.get((m, ks[0]))
-        r1 = cell.get((m, ks[-1]))
+        r0, r1 = cell.get((m, ks[0])), cell.get((m, ks[-1]))
         ret = f"{r0['mean_return']:.1f} → {r1['mean_return']:.1f}" if r0 and r1 else ""
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {ret} |")
-    lines.append("")
+    return lines
+
+
+_STAT_TITLES = {
+    "iqm": "IQM",
+    "mean": "mean",
+    "median": "median",
+    "og": "optimality gap (mean shortfall below 1; lower is better)",
+}
+
+
+def summary_markdown(
+    agg: Sequence[Mapping[str, Any]],
+    title: str,
+    notes: Sequence[str] = (),
+    *,
+    header: Sequence[str] = (),
+    budgets: Mapping[str, tuple[int, int | None]] | None = None,
+) -> str:
+    """The results page: provenance, rliable's four aggregates per K, per-task scores, budgets.
+
+    Args:
+        agg: Output of :func:`metarobot.evaluation.aggregate`.
+        title: Page title.
+        notes: Paragraphs after the tables.
+        header: Provenance lines (command, version, commit, machine) placed first.
+        budgets: ``method → (planned env steps, env steps used)`` (used may be None).
+    """
+    ks = sorted({a["k"] for a in agg})
+    methods = list(dict.fromkeys(a["method"] for a in agg))
+    lines = [f"# {title}", ""]
+    if header:
+        lines += [*header, ""]
+    lines += [
+        "Normalized score (0 = random actions, 1 = oracle without adaptation) after K "
+        "adaptation episodes, aggregated over tasks × runs (a run is one training seed × "
+        "evaluation seed) with 95% stratified-bootstrap CIs, as rliable computes them. Bold: "
+        "best non-oracle method at that K; ≈: its CI overlaps the best one's. The IQM drops the "
+        "top and bottom quarter of scores, so where outcomes are bimodal (a policy solves some "
+        "tasks and fails others) read it with the mean and the per-task table.",
+        "",
+    ]
+    for stat in ("iqm", "mean", "median", "og"):
+        lines += [f"## {_STAT_TITLES[stat]}", ""]
+        lines += _per_k_table(agg, stat, ks, methods)
+        lines.append("")
+    k0 = ks[0]
+    tasks = sorted({t for a in agg for t in a.get("per_task", {})})
+    if tasks:
+        lines += [
+            f"## per task (mean score at K={k0} and K={ks[-1]})",
+            "",
+            "| method | " + " | ".join(f"task {t}" for t in tasks) + " |",
+            "|---|" + "---:|" * len(tasks),
+        ]
+        cell = {(a["method"], a["k"]): a for a in agg}
+        for m in methods:
+            a0, a1 = cell.get((m, k0)), cell.get((m, ks[-1]))
+            row = []
+            for t in tasks:
+                v0 = a0["per_task"].get(t, math.nan) if a0 else math.nan
+                v1 = a1["per_task"].get(t, math.nan) if a1 else math.nan
+                row.append(f"{_fmt(v0)} → {_fmt(v1)}")
+            lines.append(f"| {m} | " + " | ".join(row) + " |")
+        lines.append("")
+    if budgets:
+        lines += [
+            "## training budget (environment steps)",
+            "",
+            "| method | planned (most) | used |",
+            "|---|---:|---:|",
+        ]
+        for m in methods:
+            if m in budgets:
+                planned, used = budgets[m]
+                used_txt = f"{used:,}" if used is not None else "–"
+                lines.append(f"| {m} | {planned:,} | {used_txt} |")
+        lines.append("")
     lines.extend(notes)
     return "\n".join(lines) + "\n"
 

@@ -18,11 +18,20 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from metarobot.envs.batched import BatchedMujocoEnv
+from metarobot.envs.batched import BatchedMujocoEnv, make_batched
 from metarobot.envs.randomization import Task
 from metarobot.policies import Policy, gaussian_log_prob
+from metarobot.stateful import BatchActor, StatefulPolicy
 
-__all__ = ["EpisodeBatch", "collect", "compute_advantages", "linear_baseline"]
+__all__ = [
+    "ActorEpisodes",
+    "EpisodeBatch",
+    "collect",
+    "compute_advantages",
+    "episode_returns",
+    "linear_baseline",
+    "run_actor_episodes",
+]
 
 
 @dataclass
@@ -273,3 +282,143 @@ def compute_advantages(
         adv = (adv - mu) / torch.sqrt(var + 1e-8) * mask
     batch.advantages = adv.float()
     return batch
+
+
+@dataclass
+class ActorEpisodes:
+    """Episodes of N tasks × K worlds run by a :class:`~metarobot.stateful.BatchActor`.
+
+    Attributes:
+        returns: Undiscounted returns ``[N, K]``.
+        rewards: Per-step rewards ``[N, K, T]`` (0 after an episode's end).
+        diverged: ``[N, K]`` booleans: which episodes ended in a diverged simulation.
+        reset_seeds: The reset seed of each world (task-major).
+    """
+
+    returns: np.ndarray
+    rewards: np.ndarray
+    diverged: np.ndarray
+    reset_seeds: tuple[int, ...]
+
+
+def run_actor_episodes(
+    actor: BatchActor,
+    env_id: str,
+    tasks: Sequence[Task],
+    *,
+    episodes: int,
+    seeds: Sequence[int | None],
+    deterministic: bool = True,
+    nthread: int | None = None,
+    reset_actor: bool = True,
+) -> ActorEpisodes:
+    """Run one episode in each of ``N × K`` worlds (world ``i·K + k`` runs ``tasks[i]``).
+
+    Seeds are drawn as in :func:`collect` (task i: reset seeds, then action noise, from
+    ``default_rng(seeds[i])``), so a stateful policy and an MLP meet the same start states.
+
+    Args:
+        actor: Acts for the ``N·K`` worlds; its world order matches the env's.
+        env_id: Family id.
+        tasks: The N tasks.
+        episodes: K.
+        seeds: One seed per task.
+        deterministic: Mean actions (else sampled with the drawn noise).
+        nthread: Simulator threads.
+        reset_actor: Start the actor's episodes (False lets an actor carry memory across
+            episodes; it is still told nothing else).
+
+    Returns:
+        The episodes' returns, rewards and divergence flags.
+    """
+    n, k = len(tasks), episodes
+    if len(seeds) != n:
+        raise ValueError(f"seeds must hold one seed per task ({n}), got {len(seeds)}")
+    env = make_batched(
+        env_id, [t for t in tasks for _ in range(k)], autoreset_mode="disabled", nthread=nthread
+    )
+    try:
+        horizon = int(env.max_episode_steps)
+        act_dim = int(env.single_action_space.shape[0])
+        rngs = task_rngs(seeds)
+        reset_seeds = [int(s) for r in rngs for s in r.integers(0, 2**31 - 1, size=k)]
+        noise = np.stack([r.standard_normal((horizon, k, act_dim)) for r in rngs], axis=1)
+        noise = noise.reshape(horizon, n * k, act_dim)
+        obs, _ = env.reset(seed=reset_seeds)
+        if reset_actor:
+            actor.reset(np.ones(n * k, dtype=bool))
+        alive = np.ones(n * k, dtype=bool)
+        diverged = np.zeros(n * k, dtype=bool)
+        last_r = np.zeros(n * k)
+        rewards = np.zeros((horizon, n * k))
+        for t in range(horizon):
+            act = actor.act(obs, last_r, None if deterministic else noise[t])
+            obs, rew, term, trunc, info = env.step(act)
+            rewards[t] = np.where(alive, rew, 0.0)
+            last_r = np.asarray(rew, dtype=np.float64)
+            diverged |= alive & info["diverged"]
+            alive &= ~(term | trunc)
+            if not alive.any():
+                break
+    finally:
+        env.close()
+    per_step = np.moveaxis(rewards, 0, 1).reshape(n, k, horizon)
+    return ActorEpisodes(per_step.sum(-1), per_step, diverged.reshape(n, k), tuple(reset_seeds))
+
+
+def episode_returns(
+    policies: Sequence[Policy | StatefulPolicy],
+    env_id: str,
+    tasks: Sequence[Task],
+    *,
+    episodes: int,
+    seeds: Sequence[int | None],
+    nthread: int | None = None,
+    rewards: bool = False,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray | None]:
+    """Deterministic episodes of ``policies[i]`` on ``tasks[i]`` (any policy type).
+
+    Plain MLP policies run stacked through :func:`collect`; stateful ones through their
+    :class:`~metarobot.stateful.BatchActor` (world ``i·K + k`` runs ``policies[i]``). All
+    policies must be of one type and shape.
+
+    Returns:
+        Returns ``[N, K]``, diverged flags ``[N, K]``, the world reset seeds, and with
+        ``rewards`` the per-step rewards ``[N, K, T]`` (else None).
+    """
+    n = len(tasks)
+    if len(policies) != n:
+        raise ValueError(f"need one policy per task, got {len(policies)} policies for {n} tasks")
+    lead = policies[0]
+    if isinstance(lead, StatefulPolicy):
+        actor = type(lead).batch_actor([p for p in policies for _ in range(episodes)])
+        ep = run_actor_episodes(
+            actor, env_id, tasks, episodes=episodes, seeds=seeds, nthread=nthread
+        )
+        return ep.returns, ep.diverged, ep.reset_seeds, ep.rewards if rewards else None
+    if any(isinstance(p, StatefulPolicy) for p in policies):
+        raise ValueError("policies of one call must all be stateful or all be plain MLPs")
+    env = make_batched(
+        env_id,
+        [t for t in tasks for _ in range(episodes)],
+        autoreset_mode="disabled",
+        nthread=nthread,
+    )
+    try:
+        stacked = {k: torch.stack([p.params[k].detach() for p in policies]) for k in lead.params}
+        batch = collect(
+            lead,
+            env,
+            stacked,
+            n_tasks=n,
+            episodes=episodes,
+            seeds=list(seeds),
+            stacked=True,
+            deterministic=True,
+        )
+    finally:
+        env.close()
+    rets = batch.returns.cpu().numpy().astype(np.float64)
+    assert batch.diverged_mask is not None
+    per_step = batch.rewards.cpu().numpy().astype(np.float64) if rewards else None
+    return rets, batch.diverged_mask, batch.reset_seeds, per_step

@@ -26,7 +26,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from metarobot.envs import BatchedMujocoEnv, Task, make_batched
+from metarobot.adaptation import adapt
+from metarobot.envs import BatchedMujocoEnv, Task, make_batched, task_split
 from metarobot.policies import GaussianMLP, Policy, RunningNorm
 
 __all__ = [
@@ -185,6 +186,10 @@ class SB3VecEnv(VecEnv):
     def close(self) -> None:  # noqa: D102
         self.venv.close()
 
+    def get_tasks(self) -> list[Task]:
+        """The task each world runs (its current episode's, after any autoreset)."""
+        return self.venv.get_tasks()
+
     def _indices(self, indices: VecEnvIndices) -> list[int]:
         if indices is None:
             return list(range(self.num_envs))
@@ -193,22 +198,22 @@ class SB3VecEnv(VecEnv):
         return list(indices)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:  # noqa: D102
-        return [getattr(self.venv._worlds[i], attr_name) for i in self._indices(indices)]
+        return [getattr(self.venv.worlds[i], attr_name) for i in self._indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:  # noqa: D102
         for i in self._indices(indices):
-            setattr(self.venv._worlds[i], attr_name, value)
+            setattr(self.venv.worlds[i], attr_name, value)
 
     def env_method(  # noqa: D102
         self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
     ) -> list[Any]:
         return [
-            getattr(self.venv._worlds[i], method_name)(*method_args, **kwargs)
+            getattr(self.venv.worlds[i], method_name)(*method_args, **kwargs)
             for i in self._indices(indices)
         ]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:  # noqa: D102
-        return [isinstance(self.venv._worlds[i], wrapper_class) for i in self._indices(indices)]
+        return [isinstance(self.venv.worlds[i], wrapper_class) for i in self._indices(indices)]
 
 
 def make_sb3_vec_env(
@@ -260,8 +265,6 @@ def adapt_sb3(model: BaseAlgorithm, env: Any, **adapt_kwargs: Any) -> BaseAlgori
 
     The actor is adapted exactly as a metarobot policy would be; the critic is copied unchanged.
     """
-    from metarobot.adaptation import adapt
-
     policy = from_sb3(model)
     adapted = adapt(policy, env, **adapt_kwargs)
     return write_actor(clone_sb3(model), adapted)
@@ -293,7 +296,6 @@ class TaskScheduleCallback(BaseCallback):
     def _switch(self) -> None:
         env = self.training_env
         if self.tasks is None:
-            from metarobot.envs import task_split
 
             self.tasks = task_split(env.get_attr("family", indices=[0])[0])[0]
         for i in range(env.num_envs):
@@ -343,7 +345,6 @@ class SB3Reptile:
         tasks: Sequence[Task] | None = None,
         **algo_kwargs: Any,
     ) -> None:
-        from metarobot.envs import task_split
 
         if not (isinstance(algo_class, type) and issubclass(algo_class, BaseAlgorithm)):
             raise ValueError(f"algo_class must be an SB3 algorithm class, got {algo_class!r}")

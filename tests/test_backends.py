@@ -1,5 +1,6 @@
 """Experiment units run the same on every backend: in-process, worker processes, Ray."""
 
+import csv
 import filecmp
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from metarobot.experiment import run_experiment
 TINY = {
     "name": "tiny",
     "family": "metarobot/InvertedPendulumRandParams-v0",
-    "methods": ["maml", "ensemble", "domain_randomization", "oracle", "scratch"],
+    "methods": ["maml", "rma", "recurrent", "ensemble", "domain_randomization", "oracle", "scratch"],
     "train_seeds": [0],
     "meta": {"iterations": 2, "meta_batch": 2, "episodes": 1, "post_episodes": 1, "hidden": [8, 8]},
     "baselines": {
@@ -21,6 +22,8 @@ TINY = {
         "oracle_timesteps": 256,
         "n_envs": 2,
     },
+    "rma": {"teacher_steps": 512, "student_steps": 64, "history": 4, "z_dim": 2, "student_envs": 2},
+    "recurrent": {"steps": 64, "n_envs": 2, "hidden": 8, "minibatches": 1},
     "eval": {"ks": [0, 1], "seeds": [0, 1], "episodes": 1, "n_test_tasks": 2, "bootstrap_reps": 50},
 }
 
@@ -54,8 +57,7 @@ def test_ray_local_cluster_matches_local_backend(local_run, tmp_path):
         result = run_experiment(parse_config(TINY), tmp_path, backend="ray", progress=False)
     finally:
         ray.shutdown()
-    local_units = {
-        line.rsplit(",", 1)[0] for line in (local_run / "timings.csv").read_text().splitlines()
-    }
+    with open(local_run / "timings.csv", newline="") as fh:
+        local_units = {row["unit"] for row in csv.DictReader(fh)}
     assert set(result["ran"]) == local_units, "every unit ran as a Ray task"
     assert filecmp.cmp(local_run / "results.csv", Path(tmp_path) / "results.csv", shallow=False)

@@ -13,9 +13,14 @@ import torch
 from PIL import Image
 
 import metarobot
-from metarobot.config import META_METHODS, load_config
-from metarobot.evaluation import METHODS, RECORD_FIELDS
+from metarobot import registry
+from metarobot.config import load_config
+from metarobot.evaluation import RECORD_FIELDS
 from metarobot.experiment import run_experiment
+
+METHODS = registry.method_names()
+META_METHODS = [m for m in METHODS if registry.get(m).learner is not None]
+CONTEXT_METHODS = ("rma", "recurrent")
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 KS = (0, 1)
@@ -47,6 +52,19 @@ expert_timesteps = 512
 dr_timesteps = 512
 oracle_timesteps = 512
 n_envs = 2
+
+[rma]
+teacher_steps = 512
+student_steps = 64
+history = 4
+z_dim = 2
+student_envs = 2
+
+[recurrent]
+steps = 64
+n_envs = 2
+hidden = 8
+minibatches = 1
 
 [eval]
 ks = {list(KS)!r}
@@ -105,7 +123,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def expected_units() -> set[str]:
     units = set()
     for s in TRAIN_SEEDS:
-        units |= {f"train {m} (seed {s})" for m in META_METHODS}
+        units |= {f"train {m} (seed {s})" for m in (*META_METHODS, *CONTEXT_METHODS)}
         units |= {f"train expert {i} (seed {s})" for i in range(2)}
         units.add(f"train domain_randomization (seed {s})")
         units |= {f"evaluate {m} (seed {s})" for m in METHODS if m != "oracle" or s == 0}
@@ -270,9 +288,9 @@ def test_training_seeds_give_different_policies(first):
 
 def test_timings_list_every_unit(first):
     with open(first["out"] / "timings.csv", newline="") as fh:
-        rows = list(csv.reader(fh))
-    assert {r[0] for r in rows} >= expected_units()
-    assert all(float(r[1]) >= 0 for r in rows)
+        rows = list(csv.DictReader(fh))
+    assert {r["unit"] for r in rows} == expected_units()
+    assert all(float(r["seconds"]) >= 0 for r in rows)
 
 
 # ---------------------------------------------------------------- resume and determinism

@@ -188,6 +188,7 @@ class MetaLearner:
         )
         self.rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x3E7A]))
         self.iteration = 0
+        self.env_steps = 0
         self.history: list[dict[str, float]] = []
         self._envs: dict[int, Any] = {}
         self.setup()
@@ -237,6 +238,7 @@ class MetaLearner:
             stacked=stacked,
             tasks=tasks,
         )
+        self.env_steps += int(batch.mask.sum())
         return compute_advantages(batch, self.config.gamma, self.config.lam)
 
     def stack(self, params: Params, n: int) -> Params:
@@ -264,6 +266,7 @@ class MetaLearner:
             "pre_return": float(pre.returns.mean()),
             "diverged": float(pre.diverged),
             **metrics,
+            "env_steps": float(self.env_steps),
             "seconds": time.perf_counter() - t0,
         }
         self.history.append(row)
@@ -353,6 +356,7 @@ class MetaLearner:
             if tb is not None:
                 tb.close()
         self.policy.meta["iterations"] = self.iteration
+        self.policy.meta["env_steps"] = self.env_steps
         if checkpoint_path is not None:
             self.policy.save(checkpoint_path)
         return self.policy.clone()
@@ -413,6 +417,7 @@ class MetaLearner:
         self.rng.bit_generator.state = state["rng"]
         self.iteration = int(state["iteration"])
         self.history = [dict(r) for r in state["history"]]
+        self.env_steps = int(self.history[-1].get("env_steps", 0)) if self.history else 0
 
     def save_state(self, path: str | Path) -> None:
         """Atomically write the training state, keeping the previous one as ``.prev``."""

@@ -1,0 +1,576 @@
+"""RMA: Rapid Motor Adaptation (Kumar et al., RSS 2021) for randomized-dynamics families.
+
+Two phases, both on the batched simulator over the family's training tasks:
+
+1. **Teacher.** PPO (stable-baselines3, the same settings as the domain-randomization baseline)
+   on observations extended with the task's privileged features (:class:`TaskFeatures`); an
+   encoder inside the policy maps them to a small latent ``z`` (tanh, so ``z ∈ [-1, 1]^d``), and
+   actor and critic see ``[obs, z]``.
+2. **Student.** An adaptation module ``φ(o_t, (o, a)_{t-1..t-H}) → ẑ`` regresses the teacher's
+   ``z`` from the last H observations and actions, trained on its *own* rollouts (the teacher's
+   actor driven by ``ẑ``; the first iteration uses the true ``z``), with the dataset aggregated
+   across iterations (DAgger).
+
+At test time only ``φ`` is used: no privileged information. The deployed policy is an
+:class:`RMAPolicy`: ``reset()`` clears the history, ``act`` infers ``ẑ`` step by step. Its
+adaptation with K episodes (``metarobot.adapt``) estimates one latent for the environment, the
+mean ``ẑ`` over the K episodes, and acts with it from the first step of the next episode (the
+safeguard in :mod:`metarobot.adaptation` keeps it only if it does not lower the return).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from torch import nn
+
+from metarobot.context import TaskFeatures
+from metarobot.envs import Task, make_batched, task_split
+from metarobot.io import FORMAT, FORMAT_VERSION, versions
+from metarobot.rollout import run_actor_episodes
+from metarobot.stateful import StatefulPolicy
+
+__all__ = ["PrivilegedExtractor", "PrivilegedVecEnv", "RMAPolicy", "history_inputs", "train_rma"]
+
+
+class PrivilegedVecEnv(VecEnvWrapper):
+    """Appends each world's privileged task features to its observation (teacher training only).
+
+    Args:
+        venv: An :class:`~metarobot.sb3.SB3VecEnv` over the batched simulator.
+        features: The family's feature map.
+    """
+
+    def __init__(self, venv: VecEnv, features: TaskFeatures) -> None:
+        self.features = features
+        base = venv.observation_space
+        low = np.concatenate([base.low, np.full(features.dim, -np.inf)]).astype(np.float32)
+        high = np.concatenate([base.high, np.full(features.dim, np.inf)]).astype(np.float32)
+        super().__init__(venv, observation_space=gym.spaces.Box(low, high, dtype=np.float32))
+
+    def _feats(self) -> np.ndarray:
+        return self.features.batch(self.venv.get_tasks())
+
+    def reset(self) -> np.ndarray:  # noqa: D102
+        obs = self.venv.reset()
+        return np.concatenate([obs, self._feats()], axis=1).astype(np.float32)
+
+    def step_wait(self) -> Any:  # noqa: D102
+        before = self._feats_before
+        obs, rew, dones, infos = self.venv.step_wait()
+        for i, info in enumerate(infos):
+            if "terminal_observation" in info:  # the finished episode's task, not the next one's
+                info["terminal_observation"] = np.concatenate(
+                    [info["terminal_observation"], before[i]]
+                ).astype(np.float32)
+        return np.concatenate([obs, self._feats()], axis=1).astype(np.float32), rew, dones, infos
+
+    def step_async(self, actions: np.ndarray) -> None:  # noqa: D102
+        self._feats_before = self._feats()
+        self.venv.step_async(actions)
+
+
+class PrivilegedExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor: ``[obs, features] → [obs, z]`` with ``z = enc(features)``.
+
+    Args:
+        observation_space: The extended observation space.
+        obs_dim: Size of the plain observation.
+        z_dim: Size of the latent.
+        enc_hidden: Hidden size of the encoder.
+    """
+
+    def __init__(
+        self, observation_space: gym.spaces.Box, obs_dim: int, z_dim: int, enc_hidden: int = 64
+    ) -> None:
+        super().__init__(observation_space, features_dim=obs_dim + z_dim)
+        self.obs_dim = obs_dim
+        priv = int(observation_space.shape[0]) - obs_dim
+        self.encoder = nn.Sequential(
+            nn.Linear(priv, enc_hidden), nn.Tanh(), nn.Linear(enc_hidden, z_dim), nn.Tanh()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.cat([x[..., : self.obs_dim], self.encoder(x[..., self.obs_dim :])], dim=-1)
+
+
+def _mlp(sizes: Sequence[int], out_tanh: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or out_tanh:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class RMAPolicy(StatefulPolicy):
+    """The deployed RMA policy: teacher actor on ``[obs, ẑ]``, ``ẑ`` from the history module.
+
+    Args:
+        config: Sizes: ``obs_dim``, ``act_dim``, ``z_dim``, ``history``, ``hidden`` (actor),
+            ``phi_hidden``.
+        actor: Actor network ``[obs, z] → mean``.
+        log_std: Log standard deviation of the actions.
+        phi: Adaptation module ``[o_t, H × (o, a)] → ẑ`` on normalized observations.
+        obs_mean: Observation mean used by ``φ``'s inputs.
+        obs_std: Observation std used by ``φ``'s inputs.
+        encoder: The teacher's privileged encoder (kept for analysis and student targets).
+        meta: Metadata (family, spaces, algorithm, ...).
+        z_fixed: A latent to act with instead of ``φ``'s estimate (set by adaptation).
+    """
+
+    kind = "rma"
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        actor: nn.Sequential,
+        log_std: torch.Tensor,
+        phi: nn.Sequential,
+        obs_mean: np.ndarray,
+        obs_std: np.ndarray,
+        encoder: nn.Sequential,
+        meta: dict[str, Any],
+        z_fixed: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(meta)
+        self.config = dict(config)
+        self.actor, self.phi, self.encoder = actor, phi, encoder
+        self.log_std = log_std.detach().clone()
+        self.obs_mean = np.asarray(obs_mean, dtype=np.float64)
+        self.obs_std = np.asarray(obs_std, dtype=np.float64)
+        self.z_fixed = None if z_fixed is None else np.asarray(z_fixed, dtype=np.float64)
+
+    @property
+    def obs_dim(self) -> int:  # noqa: D102
+        return int(self.config["obs_dim"])
+
+    @property
+    def act_dim(self) -> int:  # noqa: D102
+        return int(self.config["act_dim"])
+
+    @property
+    def history(self) -> int:
+        """H, the number of past (observation, action) pairs ``φ`` reads."""
+        return int(self.config["history"])
+
+    @classmethod
+    def batch_actor(cls, policies: Sequence[StatefulPolicy]) -> _RMAActor:  # noqa: D102
+        return _RMAActor(policies)
+
+    def with_latent(self, z: np.ndarray | None) -> RMAPolicy:
+        """A copy that acts with the fixed latent ``z`` (None: back to online ``φ``)."""
+        new = self.clone()
+        assert isinstance(new, RMAPolicy)
+        new.z_fixed = None if z is None else np.asarray(z, dtype=np.float64).copy()
+        return new
+
+    def to_payload(self) -> dict[str, Any]:  # noqa: D102
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "net": {"kind": self.kind, **self.config},
+            "actor": {k: v.detach().cpu() for k, v in self.actor.state_dict().items()},
+            "phi": {k: v.detach().cpu() for k, v in self.phi.state_dict().items()},
+            "encoder": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
+            "log_std": self.log_std.detach().cpu(),
+            "obs_mean": torch.as_tensor(self.obs_mean),
+            "obs_std": torch.as_tensor(self.obs_std),
+            "z_fixed": None if self.z_fixed is None else torch.as_tensor(self.z_fixed),
+            "meta": json.dumps(self.meta),
+            "versions": versions(),
+        }
+
+    @classmethod
+    def from_payload(cls, raw: dict[str, Any]) -> RMAPolicy:  # noqa: D102
+        cfg = {k: v for k, v in raw["net"].items() if k != "kind"}
+        actor, phi, encoder = _networks(cfg)
+        actor.load_state_dict(raw["actor"])
+        phi.load_state_dict(raw["phi"])
+        encoder.load_state_dict(raw["encoder"])
+        z = raw.get("z_fixed")
+        return cls(
+            cfg,
+            actor,
+            raw["log_std"],
+            phi,
+            raw["obs_mean"].numpy(),
+            raw["obs_std"].numpy(),
+            encoder,
+            json.loads(raw.get("meta") or "{}"),
+            None if z is None else z.numpy(),
+        )
+
+    def adapt_candidates(
+        self,
+        env_id: str,
+        tasks: Sequence[Task],
+        *,
+        episodes: int,
+        seeds: Sequence[int | None],
+        nthread: int | None = None,
+    ) -> list[RMAPolicy]:
+        """One candidate per task: the mean ``ẑ`` over K episodes on it, used as a fixed latent.
+
+        Returns:
+            The candidates (not yet checked against the un-adapted policy).
+        """
+        n, k = len(tasks), episodes
+        base = self.with_latent(None)
+        actor = _RMAActor([base] * (n * k))
+        run_actor_episodes(actor, env_id, tasks, episodes=k, seeds=seeds, nthread=nthread)
+        z = (actor.z_sum / np.maximum(actor.z_count, 1)[:, None]).reshape(n, k, -1).mean(1)
+        return [self.with_latent(z[i]) for i in range(n)]
+
+
+def _networks(cfg: dict[str, Any]) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:
+    o, a, z, h = int(cfg["obs_dim"]), int(cfg["act_dim"]), int(cfg["z_dim"]), int(cfg["history"])
+    actor = _mlp([o + z, *[int(x) for x in cfg["hidden"]], a])
+    phi = _mlp([o + h * (o + a), *[int(x) for x in cfg["phi_hidden"]], z], out_tanh=True)
+    encoder = _mlp([int(cfg["priv_dim"]), int(cfg["enc_hidden"]), z], out_tanh=True)
+    return actor, phi, encoder
+
+
+class _RMAActor:
+    """Histories of N worlds; acts in float64 so a world's actions do not depend on N."""
+
+    def __init__(self, policies: Sequence[StatefulPolicy]) -> None:
+        p0 = policies[0]
+        if not isinstance(p0, RMAPolicy) or any(
+            not isinstance(p, RMAPolicy) or p.actor is not p0.actor or p.phi is not p0.phi
+            for p in policies
+        ):
+            raise ValueError("a batch of RMA policies must share one actor and one φ")
+        self.p = p0
+        n, o, a, h = len(policies), p0.obs_dim, p0.act_dim, p0.history
+        self.actor = _double(p0.actor)
+        self.phi = _double(p0.phi)
+        self.log_std = p0.log_std.double()
+        self.hist = np.zeros((n, h, o + a))
+        zd = int(p0.config["z_dim"])
+        self.fixed = np.array([p.z_fixed is not None for p in policies])  # type: ignore[attr-defined]
+        self.z_fixed = np.stack(
+            [p.z_fixed if p.z_fixed is not None else np.zeros(zd) for p in policies]  # type: ignore[attr-defined]
+        )
+        self.z_sum = np.zeros((n, zd))
+        self.z_count = np.zeros(n)
+        self.low, self.high = p0.low.astype(np.float64), p0.high.astype(np.float64)
+
+    def reset(self, mask: np.ndarray) -> None:
+        self.hist[mask] = 0.0
+
+    def infer(self, obs: np.ndarray) -> np.ndarray:
+        """``ẑ`` of every world from its current observation and history."""
+        on = np.clip((obs - self.p.obs_mean) / self.p.obs_std, -10.0, 10.0)
+        inp = np.concatenate([on, self.hist.reshape(len(obs), -1)], axis=1)
+        with torch.no_grad():
+            return self.phi(torch.as_tensor(inp)).numpy()
+
+    def act(self, obs: np.ndarray, rewards: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        zhat = self.infer(obs)
+        self.z_sum += zhat
+        self.z_count += 1
+        z = np.where(self.fixed[:, None], self.z_fixed, zhat)
+        return self.act_with(obs, z, noise)
+
+    def act_with(self, obs: np.ndarray, z: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        """Act with the given latents and push (observation, action) into the histories."""
+        with torch.no_grad():
+            mean = self.actor(torch.as_tensor(np.concatenate([obs, z], axis=1))).numpy()
+        act = mean if noise is None else mean + np.exp(self.log_std.numpy()) * noise
+        act = np.clip(act, self.low, self.high)
+        on = np.clip((obs - self.p.obs_mean) / self.p.obs_std, -10.0, 10.0)
+        self.hist[:, 1:] = self.hist[:, :-1]
+        self.hist[:, 0] = np.concatenate([on, act], axis=1)
+        return act.astype(np.float32)
+
+
+def _double(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module).double().eval()
+
+
+# ---------------------------------------------------------------------- training
+
+
+def _teacher(
+    env_id: str,
+    features: TaskFeatures,
+    tasks: Sequence[Task],
+    steps: int,
+    *,
+    seed: int,
+    n_envs: int,
+    nthread: int | None,
+    hidden: Sequence[int],
+    z_dim: int,
+    enc_hidden: int,
+) -> Any:
+    from metarobot.baselines import ppo_model
+    from metarobot.sb3 import make_sb3_vec_env
+
+    worlds = [tasks[i % len(tasks)] for i in range(n_envs)]
+    venv = PrivilegedVecEnv(
+        make_sb3_vec_env(env_id, worlds, nthread=nthread, resample_on_reset=True),
+        features,
+    )
+    try:
+        venv.seed(seed)
+        obs_dim = int(venv.observation_space.shape[0]) - features.dim
+        model = ppo_model(
+            venv,
+            seed,
+            hidden,
+            policy_kwargs_extra={
+                "features_extractor_class": PrivilegedExtractor,
+                "features_extractor_kwargs": {
+                    "obs_dim": obs_dim,
+                    "z_dim": z_dim,
+                    "enc_hidden": enc_hidden,
+                },
+            },
+        )
+        model.learn(steps)
+    finally:
+        venv.close()
+    return model
+
+
+def train_rma(
+    env_id: str,
+    *,
+    teacher_steps: int,
+    student_steps: int,
+    seed: int = 0,
+    tasks: Sequence[Task] | None = None,
+    n_envs: int = 8,
+    student_envs: int = 32,
+    nthread: int | None = None,
+    hidden: Sequence[int] = (64, 64),
+    z_dim: int = 8,
+    history: int = 16,
+    phi_hidden: Sequence[int] = (128, 128),
+    enc_hidden: int = 64,
+    student_epochs: int = 10,
+    student_lr: float = 1e-3,
+) -> RMAPolicy:
+    """Train an RMA policy: privileged PPO teacher, then the history student.
+
+    Args:
+        env_id: Family id.
+        teacher_steps: PPO environment steps of the teacher.
+        student_steps: Environment steps of the student's own rollouts (at least one
+            iteration of ``student_envs`` episodes runs).
+        seed: Seed of everything.
+        tasks: Training tasks (default: the family's frozen training split).
+        n_envs: Teacher's parallel worlds.
+        student_envs: Worlds per student iteration (one episode each).
+        nthread: Simulator threads.
+        hidden: Actor and critic hidden sizes.
+        z_dim: Latent size.
+        history: H, past (observation, action) pairs the student reads.
+        phi_hidden: Student hidden sizes.
+        enc_hidden: Privileged encoder hidden size.
+        student_epochs: Regression epochs per student iteration.
+        student_lr: Student Adam learning rate.
+
+    Returns:
+        The deployed policy; ``meta["env_steps"]`` is the total environment steps used.
+
+    Raises:
+        ValueError: On a step budget < 1 or a history < 1.
+    """
+    for name, v in (
+        ("teacher_steps", teacher_steps),
+        ("student_steps", student_steps),
+        ("history", history),
+        ("z_dim", z_dim),
+    ):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    from metarobot.learners.base import make_policy
+
+    train = list(tasks) if tasks is not None else task_split(env_id)[0]
+    features = TaskFeatures(env_id)
+    model = _teacher(
+        env_id,
+        features,
+        train,
+        teacher_steps,
+        seed=seed,
+        n_envs=n_envs,
+        nthread=nthread,
+        hidden=hidden,
+        z_dim=z_dim,
+        enc_hidden=enc_hidden,
+    )
+    pol = model.policy
+    obs_dim, act_dim = pol.features_extractor.obs_dim, int(pol.action_space.shape[0])
+    cfg = {
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "z_dim": z_dim,
+        "history": history,
+        "hidden": list(hidden),
+        "phi_hidden": list(phi_hidden),
+        "priv_dim": features.dim,
+        "enc_hidden": enc_hidden,
+    }
+    gen = torch.Generator().manual_seed(seed)
+    actor, phi, encoder = _networks(cfg)
+    with torch.no_grad():
+        src = [m for m in pol.mlp_extractor.policy_net if isinstance(m, nn.Linear)]
+        src.append(pol.action_net)
+        dst = [m for m in actor if isinstance(m, nn.Linear)]
+        for d, s in zip(dst, src, strict=True):
+            d.weight.copy_(s.weight)
+            d.bias.copy_(s.bias)
+        encoder.load_state_dict(pol.features_extractor.encoder.state_dict())
+        for m in phi:
+            if isinstance(m, nn.Linear):
+                nn.init.orthogonal_(m.weight, generator=gen)
+                nn.init.zeros_(m.bias)
+    meta = {
+        **make_policy(env_id).meta,
+        "algorithm": "rma",
+        "teacher_steps": teacher_steps,
+        "feature_names": features.names,
+    }
+    policy = RMAPolicy(
+        cfg, actor, pol.log_std, phi, np.zeros(obs_dim), np.ones(obs_dim), encoder, meta
+    )
+    used = _train_student(
+        policy,
+        env_id,
+        train,
+        features,
+        student_steps,
+        seed=seed,
+        n_envs=student_envs,
+        nthread=nthread,
+        epochs=student_epochs,
+        lr=student_lr,
+    )
+    policy.meta["student_steps"] = used
+    policy.meta["env_steps"] = int(model.num_timesteps) + used
+    return policy
+
+
+def history_inputs(
+    obs: np.ndarray, act: np.ndarray, mean: np.ndarray, std: np.ndarray, history: int
+) -> np.ndarray:
+    """``φ``'s inputs for recorded episodes: ``[o_t, (o, a)_{t-1}, ..., (o, a)_{t-H}]``.
+
+    Args:
+        obs: Raw observations ``[T, N, obs_dim]`` (episode starts at t = 0).
+        act: Clipped actions ``[T, N, act_dim]``.
+        mean: Observation mean.
+        std: Observation std.
+        history: H.
+
+    Returns:
+        ``[T, N, obs_dim + H·(obs_dim + act_dim)]``, zero-padded before the episode start (the
+        same inputs :class:`RMAPolicy` builds step by step).
+    """
+    on = np.clip((obs - mean) / std, -10.0, 10.0)
+    pairs = np.concatenate([on, act], axis=-1)
+    t_len = len(obs)
+    padded = np.concatenate([np.zeros((history, *pairs.shape[1:])), pairs], axis=0)
+    lags = [padded[history - j : history - j + t_len] for j in range(1, history + 1)]
+    return np.concatenate([on, *lags], axis=-1)
+
+
+def _train_student(
+    policy: RMAPolicy,
+    env_id: str,
+    tasks: Sequence[Task],
+    features: TaskFeatures,
+    steps: int,
+    *,
+    seed: int,
+    n_envs: int,
+    nthread: int | None,
+    epochs: int,
+    lr: float,
+) -> int:
+    """DAgger-style regression of ``φ`` on its own rollouts; returns the env steps used.
+
+    Iteration 0 acts with the true latent (and fixes ``φ``'s input normalization from what it
+    saw); later iterations act with ``φ``'s own estimates. Every iteration's (input, true latent)
+    pairs join the dataset, and ``φ`` is refit on it.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A11]))
+    env = make_batched(env_id, list(tasks[:1]) * n_envs, autoreset_mode="disabled", nthread=nthread)
+    opt = torch.optim.Adam(policy.phi.parameters(), lr=lr)
+    raw: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    used, it = 0, 0
+    horizon = int(env.max_episode_steps)
+    try:
+        while used < steps or it == 0:
+            idx = rng.integers(0, len(tasks), size=n_envs)
+            batch_tasks = [tasks[int(i)] for i in idx]
+            with torch.no_grad():
+                z_true = policy.encoder(torch.as_tensor(features.batch(batch_tasks))).numpy()
+            obs, _ = env.reset(
+                seed=[int(s) for s in rng.integers(0, 2**31 - 1, size=n_envs)],
+                options={"tasks": batch_tasks},
+            )
+            actor = _RMAActor([policy] * n_envs)
+            alive = np.ones(n_envs, dtype=bool)
+            o_buf, a_buf, m_buf = [], [], []
+            for _t in range(horizon):
+                o = np.asarray(obs, dtype=np.float64)
+                z = z_true.astype(np.float64) if it == 0 else actor.infer(o)
+                act = actor.act_with(o, z, rng.standard_normal((n_envs, policy.act_dim)))
+                o_buf.append(o)
+                a_buf.append(act.astype(np.float64))
+                m_buf.append(alive.copy())
+                obs, _, term, trunc, _ = env.step(act)
+                used += int(alive.sum())
+                alive &= ~(term | trunc)
+                if not alive.any():
+                    break
+            raw.append((np.stack(o_buf), np.stack(a_buf), np.stack(m_buf), z_true))
+            if it == 0:
+                seen = raw[0][0][raw[0][2]]
+                policy.obs_mean = seen.mean(0)
+                policy.obs_std = np.maximum(seen.std(0), 1e-2)
+            raw = raw[-64:]  # the most recent rollouts (bounded memory)
+            x, y = _dataset(raw, policy)
+            for _ in range(epochs):
+                perm = rng.permutation(len(x))
+                for start in range(0, len(x), 1024):
+                    mb = torch.as_tensor(perm[start : start + 1024])
+                    loss = ((policy.phi(x[mb]) - y[mb]) ** 2).mean()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            policy.meta["student_loss"] = float(loss.detach())
+            it += 1
+    finally:
+        env.close()
+    policy.meta["student_iterations"] = it
+    return used
+
+
+def _dataset(
+    raw: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], policy: RMAPolicy
+) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for o, a, m, z in raw:
+        inp = history_inputs(o, a, policy.obs_mean, policy.obs_std, policy.history)
+        xs.append(inp[m])
+        ys.append(np.broadcast_to(z[None], (*m.shape, z.shape[-1]))[m])
+    return (
+        torch.as_tensor(np.concatenate(xs), dtype=torch.float32),
+        torch.as_tensor(np.concatenate(ys), dtype=torch.float32),
+    )
