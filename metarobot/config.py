@@ -88,6 +88,7 @@ class RMASection:
     student_steps: int = 50_000
     history: int = 16
     z_dim: int = 8
+    teacher_envs: int = 16
     student_envs: int = 32
 
 

@@ -22,21 +22,10 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 
-from metarobot.envs import Choice, LogUniform, ParamSpec, RandomizedDynamics, Task, find_randomized
+from metarobot.envs import Choice, LogUniform, ParamSpec, Task, find_randomized
+from metarobot.envs.randomization import n_elements
 
 __all__ = ["TaskFeatures"]
-
-
-def _n_elements(rd: RandomizedDynamics, name: str) -> int:
-    model = rd.unwrapped.model
-    return {
-        "body_mass": model.nbody,
-        "geom_friction": model.ngeom,
-        "dof_damping": model.nv,
-        "gravity": 3,
-        "actuator_gear": model.nu,
-        "actuator_direction": model.nu,
-    }[name]
 
 
 def _normalize(spec: ParamSpec | Choice, values: np.ndarray) -> np.ndarray:
@@ -68,13 +57,12 @@ class TaskFeatures:
         env = gym.make(env_id, disable_env_checker=True)
         try:
             rd = find_randomized(env)
-            specs = rd.specs if hasattr(rd, "specs") else rd._specs
+            model = rd.unwrapped.model
             self._scales: list[tuple[str, ParamSpec | Choice, int]] = []
-            for name, spec in sorted(dict(specs).items()):
+            for name, spec in sorted(rd.specs.items()):
                 per = bool(getattr(spec, "per_element", False))
-                self._scales.append((name, spec, _n_elements(rd, name) if per else 1))
-            disabled = getattr(rd, "_disabled", None)
-            self._nu = int(rd.unwrapped.model.nu) if disabled is not None else 0
+                self._scales.append((name, spec, n_elements(model, name) if per else 1))
+            self._nu = int(model.nu) if rd.disabled_spec is not None else 0
             self._goals = sorted(rd.goal_specs.items())
         finally:
             env.close()

@@ -339,7 +339,7 @@ def _train_rma(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         student_steps=r.student_steps,
         seed=args["seed"],
         tasks=task_split(cfg.family)[0],
-        n_envs=cfg.baselines.n_envs,
+        n_envs=r.teacher_envs,
         student_envs=r.student_envs,
         nthread=cfg.nthread,
         hidden=tuple(cfg.meta.hidden),
@@ -350,7 +350,9 @@ def _train_rma(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
 
 
 def _rma_steps(cfg: ExperimentConfig) -> int:
-    return _ppo_steps(cfg, cfg.rma.teacher_steps) + cfg.rma.student_steps
+    # Episodic PPO and the student never exceed their budgets, but always run one iteration.
+    h, r = horizon(cfg.family), cfg.rma
+    return max(r.teacher_steps, r.teacher_envs * h) + max(r.student_steps, r.student_envs * h)
 
 
 def _train_rec(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]) -> None:
@@ -406,7 +408,9 @@ register(
         "recurrent",
         jobs=_one_job("recurrent", _train_rec, 3.0),
         load=_load_seeded("recurrent"),
-        planned_steps=lambda cfg: cfg.recurrent.steps,
+        planned_steps=lambda cfg: max(
+            cfg.recurrent.steps, cfg.recurrent.n_envs * horizon(cfg.family)
+        ),
     )
 )
 register(

@@ -24,81 +24,18 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
 from metarobot.context import TaskFeatures
 from metarobot.envs import Task, make_batched, task_split
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
+from metarobot.ppo import PPOSettings, train_episodic_ppo
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
 
-__all__ = ["PrivilegedExtractor", "PrivilegedVecEnv", "RMAPolicy", "history_inputs", "train_rma"]
-
-
-class PrivilegedVecEnv(VecEnvWrapper):
-    """Appends each world's privileged task features to its observation (teacher training only).
-
-    Args:
-        venv: An :class:`~metarobot.sb3.SB3VecEnv` over the batched simulator.
-        features: The family's feature map.
-    """
-
-    def __init__(self, venv: VecEnv, features: TaskFeatures) -> None:
-        self.features = features
-        base = venv.observation_space
-        low = np.concatenate([base.low, np.full(features.dim, -np.inf)]).astype(np.float32)
-        high = np.concatenate([base.high, np.full(features.dim, np.inf)]).astype(np.float32)
-        super().__init__(venv, observation_space=gym.spaces.Box(low, high, dtype=np.float32))
-
-    def _feats(self) -> np.ndarray:
-        return self.features.batch(self.venv.get_tasks())
-
-    def reset(self) -> np.ndarray:  # noqa: D102
-        obs = self.venv.reset()
-        return np.concatenate([obs, self._feats()], axis=1).astype(np.float32)
-
-    def step_wait(self) -> Any:  # noqa: D102
-        before = self._feats_before
-        obs, rew, dones, infos = self.venv.step_wait()
-        for i, info in enumerate(infos):
-            if "terminal_observation" in info:  # the finished episode's task, not the next one's
-                info["terminal_observation"] = np.concatenate(
-                    [info["terminal_observation"], before[i]]
-                ).astype(np.float32)
-        return np.concatenate([obs, self._feats()], axis=1).astype(np.float32), rew, dones, infos
-
-    def step_async(self, actions: np.ndarray) -> None:  # noqa: D102
-        self._feats_before = self._feats()
-        self.venv.step_async(actions)
-
-
-class PrivilegedExtractor(BaseFeaturesExtractor):
-    """SB3 features extractor: ``[obs, features] → [obs, z]`` with ``z = enc(features)``.
-
-    Args:
-        observation_space: The extended observation space.
-        obs_dim: Size of the plain observation.
-        z_dim: Size of the latent.
-        enc_hidden: Hidden size of the encoder.
-    """
-
-    def __init__(
-        self, observation_space: gym.spaces.Box, obs_dim: int, z_dim: int, enc_hidden: int = 64
-    ) -> None:
-        super().__init__(observation_space, features_dim=obs_dim + z_dim)
-        self.obs_dim = obs_dim
-        priv = int(observation_space.shape[0]) - obs_dim
-        self.encoder = nn.Sequential(
-            nn.Linear(priv, enc_hidden), nn.Tanh(), nn.Linear(enc_hidden, z_dim), nn.Tanh()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return torch.cat([x[..., : self.obs_dim], self.encoder(x[..., self.obs_dim :])], dim=-1)
+__all__ = ["RMAPolicy", "TeacherNet", "history_inputs", "train_rma"]
 
 
 def _mlp(sizes: Sequence[int], out_tanh: bool = False) -> nn.Sequential:
@@ -283,11 +220,11 @@ class _RMAActor:
 
     def act_with(self, obs: np.ndarray, z: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
         """Act with the given latents and push (observation, action) into the histories."""
+        on = np.clip((obs - self.p.obs_mean) / self.p.obs_std, -10.0, 10.0)
         with torch.no_grad():
-            mean = self.actor(torch.as_tensor(np.concatenate([obs, z], axis=1))).numpy()
+            mean = self.actor(torch.as_tensor(np.concatenate([on, z], axis=1))).numpy()
         act = mean if noise is None else mean + np.exp(self.log_std.numpy()) * noise
         act = np.clip(act, self.low, self.high)
-        on = np.clip((obs - self.p.obs_mean) / self.p.obs_std, -10.0, 10.0)
         self.hist[:, 1:] = self.hist[:, :-1]
         self.hist[:, 0] = np.concatenate([on, act], axis=1)
         return act.astype(np.float32)
@@ -302,47 +239,41 @@ def _double(module: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------------- training
 
 
-def _teacher(
-    env_id: str,
-    features: TaskFeatures,
-    tasks: Sequence[Task],
-    steps: int,
-    *,
-    seed: int,
-    n_envs: int,
-    nthread: int | None,
-    hidden: Sequence[int],
-    z_dim: int,
-    enc_hidden: int,
-) -> Any:
-    from metarobot.baselines import ppo_model
-    from metarobot.sb3 import make_sb3_vec_env
+class TeacherNet(nn.Module):
+    """RMA's teacher: ``z = enc(features)``, actor and critic on ``[normalized obs, z]``.
 
-    worlds = [tasks[i % len(tasks)] for i in range(n_envs)]
-    venv = PrivilegedVecEnv(
-        make_sb3_vec_env(env_id, worlds, nthread=nthread, resample_on_reset=True),
-        features,
-    )
-    try:
-        venv.seed(seed)
-        obs_dim = int(venv.observation_space.shape[0]) - features.dim
-        model = ppo_model(
-            venv,
-            seed,
-            hidden,
-            policy_kwargs_extra={
-                "features_extractor_class": PrivilegedExtractor,
-                "features_extractor_kwargs": {
-                    "obs_dim": obs_dim,
-                    "z_dim": z_dim,
-                    "enc_hidden": enc_hidden,
-                },
-            },
-        )
-        model.learn(steps)
-    finally:
-        venv.close()
-    return model
+    Args:
+        config: ``obs_dim``, ``act_dim``, ``z_dim``, ``hidden``, ``priv_dim``, ``enc_hidden``.
+        generator: Generator of the orthogonal initialization.
+    """
+
+    def __init__(self, config: dict[str, Any], generator: torch.Generator) -> None:
+        super().__init__()
+        self.obs_dim = int(config["obs_dim"])
+        self.actor, _, self.encoder = _networks(config)
+        o, z = self.obs_dim, int(config["z_dim"])
+        self.critic = _mlp([o + z, *[int(x) for x in config["hidden"]], 1])
+        self.log_std = nn.Parameter(torch.zeros(int(config["act_dim"])))
+        with torch.no_grad():
+            for net in (self.actor, self.critic, self.encoder):
+                lin = [m for m in net if isinstance(m, nn.Linear)]
+                for m in lin:
+                    gain = 0.01 if (net is self.actor and m is lin[-1]) else 1.0
+                    nn.init.orthogonal_(m.weight, gain=gain, generator=generator)
+                    nn.init.zeros_(m.bias)
+
+    def make_input(
+        self, obs: np.ndarray, prev_act: np.ndarray, prev_rew: np.ndarray, feats: np.ndarray
+    ) -> np.ndarray:
+        """``[normalized obs, privileged task features]``."""
+        return np.concatenate([obs, feats], axis=1)
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """``x [N, T, obs + features]`` → mean, value, no state."""
+        inp = torch.cat([x[..., : self.obs_dim], self.encoder(x[..., self.obs_dim :])], dim=-1)
+        return self.actor(inp), self.critic(inp).squeeze(-1), None
 
 
 def train_rma(
@@ -352,7 +283,7 @@ def train_rma(
     student_steps: int,
     seed: int = 0,
     tasks: Sequence[Task] | None = None,
-    n_envs: int = 8,
+    n_envs: int = 16,
     student_envs: int = 32,
     nthread: int | None = None,
     hidden: Sequence[int] = (64, 64),
@@ -362,6 +293,7 @@ def train_rma(
     enc_hidden: int = 64,
     student_epochs: int = 10,
     student_lr: float = 1e-3,
+    settings: PPOSettings | None = None,
 ) -> RMAPolicy:
     """Train an RMA policy: privileged PPO teacher, then the history student.
 
@@ -372,7 +304,7 @@ def train_rma(
             iteration of ``student_envs`` episodes runs).
         seed: Seed of everything.
         tasks: Training tasks (default: the family's frozen training split).
-        n_envs: Teacher's parallel worlds.
+        n_envs: Teacher's worlds (episodes) per PPO iteration.
         student_envs: Worlds per student iteration (one episode each).
         nthread: Simulator threads.
         hidden: Actor and critic hidden sizes.
@@ -382,6 +314,7 @@ def train_rma(
         enc_hidden: Privileged encoder hidden size.
         student_epochs: Regression epochs per student iteration.
         student_lr: Student Adam learning rate.
+        settings: The teacher's PPO hyper-parameters (:class:`~metarobot.ppo.PPOSettings`).
 
     Returns:
         The deployed policy; ``meta["env_steps"]`` is the total environment steps used.
@@ -401,23 +334,11 @@ def train_rma(
 
     train = list(tasks) if tasks is not None else task_split(env_id)[0]
     features = TaskFeatures(env_id)
-    model = _teacher(
-        env_id,
-        features,
-        train,
-        teacher_steps,
-        seed=seed,
-        n_envs=n_envs,
-        nthread=nthread,
-        hidden=hidden,
-        z_dim=z_dim,
-        enc_hidden=enc_hidden,
-    )
-    pol = model.policy
-    obs_dim, act_dim = pol.features_extractor.obs_dim, int(pol.action_space.shape[0])
+    base_meta = make_policy(env_id).meta
+    obs_dim = int(base_meta["observation_shape"][0])
     cfg = {
         "obs_dim": obs_dim,
-        "act_dim": act_dim,
+        "act_dim": len(base_meta["action_low"]),
         "z_dim": z_dim,
         "history": history,
         "hidden": list(hidden),
@@ -426,27 +347,40 @@ def train_rma(
         "enc_hidden": enc_hidden,
     }
     gen = torch.Generator().manual_seed(seed)
-    actor, phi, encoder = _networks(cfg)
+    teacher = TeacherNet(cfg, gen)
+    norm, teacher_used, log = train_episodic_ppo(
+        teacher,
+        env_id,
+        train,
+        teacher_steps,
+        seed=seed,
+        n_envs=n_envs,
+        nthread=nthread,
+        features=features,
+        settings=settings,
+    )
+    _, phi, _ = _networks(cfg)
     with torch.no_grad():
-        src = [m for m in pol.mlp_extractor.policy_net if isinstance(m, nn.Linear)]
-        src.append(pol.action_net)
-        dst = [m for m in actor if isinstance(m, nn.Linear)]
-        for d, s in zip(dst, src, strict=True):
-            d.weight.copy_(s.weight)
-            d.bias.copy_(s.bias)
-        encoder.load_state_dict(pol.features_extractor.encoder.state_dict())
         for m in phi:
             if isinstance(m, nn.Linear):
                 nn.init.orthogonal_(m.weight, generator=gen)
                 nn.init.zeros_(m.bias)
     meta = {
-        **make_policy(env_id).meta,
+        **base_meta,
         "algorithm": "rma",
-        "teacher_steps": teacher_steps,
+        "teacher_steps": teacher_used,
+        "teacher_final_return": log[-1]["return"],
         "feature_names": features.names,
     }
     policy = RMAPolicy(
-        cfg, actor, pol.log_std, phi, np.zeros(obs_dim), np.ones(obs_dim), encoder, meta
+        cfg,
+        teacher.actor,
+        teacher.log_std,
+        phi,
+        norm.mean,
+        np.sqrt(norm.var + 1e-8),
+        teacher.encoder,
+        meta,
     )
     used = _train_student(
         policy,
@@ -461,7 +395,7 @@ def train_rma(
         lr=student_lr,
     )
     policy.meta["student_steps"] = used
-    policy.meta["env_steps"] = int(model.num_timesteps) + used
+    policy.meta["env_steps"] = teacher_used + used
     return policy
 
 
@@ -504,9 +438,10 @@ def _train_student(
 ) -> int:
     """DAgger-style regression of ``φ`` on its own rollouts; returns the env steps used.
 
-    Iteration 0 acts with the true latent (and fixes ``φ``'s input normalization from what it
-    saw); later iterations act with ``φ``'s own estimates. Every iteration's (input, true latent)
-    pairs join the dataset, and ``φ`` is refit on it.
+    Iteration 0 acts with the true latent; later iterations act with ``φ``'s own estimates.
+    Every iteration's (input, true latent) pairs join the dataset, and ``φ`` is refit on it. The
+    budget is never exceeded (an iteration uses at most ``n_envs × horizon`` steps), except that
+    one iteration always runs.
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A11]))
     env = make_batched(env_id, list(tasks[:1]) * n_envs, autoreset_mode="disabled", nthread=nthread)
@@ -515,7 +450,7 @@ def _train_student(
     used, it = 0, 0
     horizon = int(env.max_episode_steps)
     try:
-        while used < steps or it == 0:
+        while it == 0 or used + n_envs * horizon <= steps:
             idx = rng.integers(0, len(tasks), size=n_envs)
             batch_tasks = [tasks[int(i)] for i in idx]
             with torch.no_grad():
@@ -540,10 +475,6 @@ def _train_student(
                 if not alive.any():
                     break
             raw.append((np.stack(o_buf), np.stack(a_buf), np.stack(m_buf), z_true))
-            if it == 0:
-                seen = raw[0][0][raw[0][2]]
-                policy.obs_mean = seen.mean(0)
-                policy.obs_std = np.maximum(seen.std(0), 1e-2)
             raw = raw[-64:]  # the most recent rollouts (bounded memory)
             x, y = _dataset(raw, policy)
             for _ in range(epochs):
@@ -555,6 +486,8 @@ def _train_student(
                     loss.backward()
                     opt.step()
             policy.meta["student_loss"] = float(loss.detach())
+            if it == 0:
+                policy.meta["student_loss_first"] = float(loss.detach())
             it += 1
     finally:
         env.close()

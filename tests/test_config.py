@@ -23,7 +23,9 @@ from metarobot.config import (
     load_config,
     parse_config,
 )
-from metarobot.evaluation import METHODS
+from metarobot.registry import method_names
+
+METHODS = method_names()
 
 if sys.version_info >= (3, 11):
     import tomllib

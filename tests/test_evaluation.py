@@ -11,8 +11,8 @@ from scipy.stats import trim_mean
 import metarobot
 import metarobot.envs as me
 from metarobot import evaluation as ev
+from metarobot.registry import method_names
 from metarobot.evaluation import (
-    METHODS,
     RECORD_FIELDS,
     aggregate,
     evaluate_method,
@@ -24,6 +24,8 @@ from metarobot.evaluation import (
 )
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
+
+METHODS = method_names()
 
 
 @pytest.fixture(scope="module")

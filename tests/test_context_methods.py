@@ -1,0 +1,194 @@
+"""Context-conditioned meta-policies: RMA and the recurrent policy (tiny budgets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import metarobot
+from metarobot import registry
+from metarobot.config import parse_config
+from metarobot.envs import task_split
+from metarobot.ppo import PPOSettings
+from metarobot.recurrent import RecurrentPolicy, train_recurrent
+from metarobot.rma import RMAPolicy, history_inputs, train_rma
+from metarobot.rollout import run_actor_episodes
+
+PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
+
+
+@pytest.fixture(scope="module")
+def rma_policy() -> RMAPolicy:
+    return train_rma(
+        PENDULUM,
+        teacher_steps=800,
+        student_steps=1600,
+        seed=0,
+        n_envs=4,
+        student_envs=4,
+        nthread=1,
+        hidden=(8, 8),
+        z_dim=2,
+        history=3,
+        phi_hidden=(16,),
+        student_epochs=5,
+    )
+
+
+@pytest.fixture(scope="module")
+def rec_policy() -> RecurrentPolicy:
+    return train_recurrent(
+        PENDULUM,
+        steps=400,
+        seed=0,
+        n_envs=2,
+        nthread=1,
+        hidden=8,
+        settings=PPOSettings(minibatches=1, epochs=2),
+    )
+
+
+def test_student_regression_error_falls(rma_policy):
+    assert rma_policy.meta["student_iterations"] > 1
+    assert rma_policy.meta["student_loss"] < rma_policy.meta["student_loss_first"]
+
+
+def test_budgets_are_counted(rma_policy, rec_policy):
+    assert (
+        rma_policy.meta["env_steps"]
+        == rma_policy.meta["teacher_steps"] + rma_policy.meta["student_steps"]
+    )
+    assert 0 < rec_policy.meta["env_steps"] <= 2 * 200  # one iteration of two episodes at most
+
+
+def test_student_inputs_match_what_the_policy_builds_step_by_step(rma_policy):
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(7, 1, 4))
+    actor = RMAPolicy.batch_actor([rma_policy])
+    actor.reset(np.ones(1, dtype=bool))
+    acts, step_inputs = [], []
+    for t in range(7):
+        on = np.clip((obs[t] - rma_policy.obs_mean) / rma_policy.obs_std, -10, 10)
+        step_inputs.append(np.concatenate([on, actor.hist.reshape(1, -1)], axis=1))
+        acts.append(actor.act_with(obs[t], np.zeros((1, 2)), None).astype(np.float64))
+    built = history_inputs(
+        obs, np.stack(acts), rma_policy.obs_mean, rma_policy.obs_std, rma_policy.history
+    )
+    np.testing.assert_allclose(built, np.stack(step_inputs), atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["rma", "recurrent"])
+def test_state_carries_within_an_episode_and_resets(which, rma_policy, rec_policy):
+    pol = rma_policy if which == "rma" else rec_policy
+    obs = np.array([0.01, -0.02, 0.03, 0.5])
+    pol.reset()
+    first = [pol.act(obs, deterministic=True, reward=1.0) for _ in range(4)]
+    assert not np.allclose(first[0], first[-1])  # the same observation, another context
+    pol.reset()
+    again = [pol.act(obs, deterministic=True, reward=1.0) for _ in range(4)]
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))
+
+
+@pytest.mark.parametrize("which", ["rma", "recurrent"])
+def test_actions_are_clipped_to_the_action_space(which, rma_policy, rec_policy):
+    pol = rma_policy if which == "rma" else rec_policy
+    pol.reset()
+    big = np.array([5.0, -5.0, 50.0, -50.0])
+    for _ in range(5):
+        a = pol.act(big, deterministic=False)
+        assert np.all(a >= -3.0) and np.all(a <= 3.0)
+
+
+@pytest.mark.parametrize("which", ["rma", "recurrent"])
+def test_save_load_gives_identical_actions_including_adapted_state(
+    which, rma_policy, rec_policy, tmp_path
+):
+    if which == "rma":
+        pol = rma_policy.with_latent(np.array([0.3, -0.2]))
+    else:
+        pol = rec_policy.with_initial_state(np.full(8, 0.1))
+    path = tmp_path / f"{which}.pt"
+    metarobot.save(pol, path)
+    loaded = metarobot.load(path)
+    assert type(loaded) is type(pol)
+    rng = np.random.default_rng(1)
+    pol.reset()
+    loaded.reset()
+    for _ in range(10):
+        obs = rng.normal(size=4)
+        np.testing.assert_array_equal(
+            pol.act(obs, deterministic=True, reward=0.5),
+            loaded.act(obs, deterministic=True, reward=0.5),
+        )
+
+
+@pytest.mark.parametrize("which", ["rma", "recurrent"])
+def test_a_world_does_not_depend_on_the_batch(which, rma_policy, rec_policy):
+    pol = rma_policy if which == "rma" else rec_policy
+    tasks = task_split(PENDULUM)[1][:3]
+    one = run_actor_episodes(
+        type(pol).batch_actor([pol]), PENDULUM, tasks[:1], episodes=1, seeds=[5], nthread=1
+    )
+    three = run_actor_episodes(
+        type(pol).batch_actor([pol] * 3), PENDULUM, tasks, episodes=1, seeds=[5, 6, 7], nthread=1
+    )
+    np.testing.assert_array_equal(one.rewards[0], three.rewards[0])
+
+
+def test_observation_shape_is_checked(rma_policy):
+    with pytest.raises(ValueError, match="obs has shape"):
+        rma_policy.act(np.zeros(5))
+    with pytest.raises(ValueError, match="one observation"):
+        rma_policy.act(np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"history": 0}, "history"), ({"z_dim": 0}, "z_dim"), ({"teacher_steps": 0}, "teacher_steps")],
+)
+def test_rma_rejects_bad_settings(kwargs, match):
+    args = {"teacher_steps": 100, "student_steps": 100, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        train_rma(PENDULUM, **args)
+
+
+def test_recurrent_rejects_bad_settings():
+    with pytest.raises(ValueError, match="steps"):
+        train_recurrent(PENDULUM, steps=0)
+    with pytest.raises(ValueError, match="minibatches"):
+        train_recurrent(PENDULUM, steps=10, n_envs=2, settings=PPOSettings(minibatches=3))
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="unknown method 'nope'.*rma"):
+        registry.get("nope")
+    with pytest.raises(ValueError, match="methods: unknown"):
+        parse_config({"name": "x", "family": PENDULUM, "methods": ["nope", "oracle"]})
+
+
+def test_budget_is_enforced_and_names_the_method():
+    cfg = {
+        "name": "x",
+        "family": PENDULUM,
+        "methods": ["domain_randomization", "rma", "oracle"],
+        "budget_steps": 100_000,
+        "baselines": {"dr_timesteps": 90_000},
+        "rma": {"teacher_steps": 90_000, "student_steps": 20_000},
+    }
+    with pytest.raises(ValueError, match="'rma' would use up to 110,000"):
+        parse_config(cfg)
+    cfg["rma"]["student_steps"] = 10_000
+    parse_config(cfg)  # fits
+    cfg["baselines"]["dr_timesteps"] = 100_001
+    with pytest.raises(ValueError, match="'domain_randomization'"):
+        parse_config(cfg)
+
+
+def test_checkpoint_kind_dispatch(rma_policy, rec_policy, tmp_path):
+    for pol in (rma_policy, rec_policy):
+        path = tmp_path / f"{pol.kind}.pt"
+        pol.save(str(path))
+        raw = torch.load(path, weights_only=True)
+        assert raw["net"]["kind"] == pol.kind
+        assert metarobot.load(path).meta["algorithm"] == pol.kind
