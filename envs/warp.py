@@ -539,9 +539,11 @@ class WarpBatchedEnv(VectorEnv):
                     tensor[sel] = torch.as_tensor(rows, dtype=tensor.dtype, device=dev).reshape(
                         len(new), *tensor.shape[1:]
                     )
+                self._sync_in()
                 with wp.ScopedDevice(self._wp_device):
                     # Derived constants (subtree mass, invweight0, acc0) follow the new masses.
                     mjw.set_const(self.model, self.data)
+                self._sync_out()
                 for k in new:
                     self._uploaded[int(worlds[k])] = self._active[int(worlds[k])]
             self._obs[idx] = self.kernel.observation(self._qpos[idx], self._qvel[idx])

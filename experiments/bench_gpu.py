@@ -1,0 +1,287 @@
+"""MuJoCo Warp engine throughput: env-steps/s against the number of worlds, on one device.
+
+For HalfCheetah and Ant (rand-params families, mass-randomized training tasks) and each world
+count, one ``make_batched(id, tasks, engine="warp", device=...)`` is measured three ways:
+
+- **step**: a full vector step (actions in, ``frame_skip`` physics steps, torch observations,
+  rewards and episode ends out; autoreset disabled so that no reset falls in the window);
+- **reset**: a reset of every world (the family's own reset code on the host, uploaded);
+- **with autoresets**: the rate over one episode of the family's horizon H, every world reset
+  once: ``N·H / (H·t_step + t_reset)``.
+
+Next to it, the CPU engine (``mujoco.batch`` on all cores) for world counts up to
+``--cpu-max-worlds``; and, unless ``--no-adapt``, ``adapt_many`` with torch on the device
+against torch on the CPU (both collect episodes on the CPU engine: its rollout code has no Warp
+path yet).
+
+Usage (one prepared command per machine)::
+
+    python experiments/bench_gpu.py --device cuda --out experiments/results/bench_gpu.md
+    python experiments/bench_gpu.py --device cpu --out experiments/results/bench_gpu.md
+
+Results are written after each measurement, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import torch
+import warp as wp
+
+import metarobot.envs as me
+from metarobot.envs.warp import WarpBatchedEnv, resolve_device
+
+CASES = [
+    ("HalfCheetah", "metarobot/HalfCheetahRandParams-v0"),
+    ("Ant", "metarobot/AntRandParams-v0"),
+]
+DEFAULT_WORLDS = {"cuda": [1024, 2048, 4096, 8192, 16384], "cpu": [16, 64, 256]}
+DEFAULT_ADAPT = {"cuda": [64, 256], "cpu": [4, 16]}
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return out.stdout.strip() + (" (working tree has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("metarobot")
+    except Exception:  # provenance only: never fail the benchmark over it
+        return "unknown"
+
+
+def device_name(dev: str) -> str:
+    if dev.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(torch.device(dev))} (Warp device {dev})"
+    return f"Warp's CPU device ({os.cpu_count()} cores, {platform.processor() or 'x86_64'})"
+
+
+def _tasks(fid: str, n: int) -> list[me.Task]:
+    train = me.task_split(fid)[0]
+    return [train[i % len(train)] for i in range(n)]
+
+
+def _sync(dev: str) -> None:
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(dev))
+
+
+def bench_warp(fid: str, n: int, dev: str, steps: int) -> dict[str, float]:
+    """Seconds per vector step and per full reset of n worlds, and the first-use cost."""
+    t0 = time.perf_counter()
+    env = WarpBatchedEnv(fid, _tasks(fid, n), device=dev, autoreset_mode="disabled")
+    env.reset(seed=0)
+    gen = torch.Generator(device=env.torch_device).manual_seed(0)
+    nu = env.single_action_space.shape[0]
+
+    def actions() -> torch.Tensor:
+        return torch.rand(n, nu, generator=gen, device=env.torch_device) * 2 - 1
+
+    for _ in range(3):  # compile, then capture the CUDA graph
+        env.step(actions())
+    _sync(dev)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        env.step(actions())
+    _sync(dev)
+    t_step = (time.perf_counter() - t0) / steps
+    t0 = time.perf_counter()
+    env.reset(seed=1)  # same tasks: host resets and state upload, no set_const
+    _sync(dev)
+    t_reset = time.perf_counter() - t0
+    horizon = int(env.max_episode_steps or 1000)
+    frame_skip = env.frame_skip
+    env.close()
+    return {
+        "first": first,
+        "t_step": t_step,
+        "t_reset": t_reset,
+        "horizon": horizon,
+        "frame_skip": frame_skip,
+    }
+
+
+def bench_cpu_engine(fid: str, n: int, steps: int) -> float:
+    """Env-steps/s of the CPU engine (kernel path, all cores), autoreset disabled."""
+    env = me.make_batched(fid, _tasks(fid, n), autoreset_mode="disabled")
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    nu = env.single_action_space.shape[0]
+    for _ in range(2):
+        env.step(rng.uniform(-1, 1, (n, nu)))
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        env.step(rng.uniform(-1, 1, (n, nu)))
+    el = time.perf_counter() - t0
+    env.close()
+    return n * steps / el
+
+
+def bench_adapt(fid: str, sizes: list[int], dev: str) -> list[tuple[int, float, float]]:
+    """Adaptations/s of adapt_many with torch on ``dev`` and on the CPU (K=1, S=1)."""
+    import metarobot
+
+    policy = metarobot.make_policy(fid, seed=0)
+    tasks_all = me.task_split(fid, n_train=max(sizes))[0]
+    metarobot.adapt_many(policy, fid, tasks_all[:2], episodes=1, steps=1, device=dev, seed=0)
+    rows = []
+    for n in sizes:
+        rates = []
+        for d in (dev, "cpu"):
+            t0 = time.perf_counter()
+            metarobot.adapt_many(policy, fid, tasks_all[:n], episodes=1, steps=1, device=d, seed=0)
+            rates.append(n / (time.perf_counter() - t0))
+        rows.append((n, rates[0], rates[1]))
+        print(f"  adapt_many N={n}: {dev} {rates[0]:.2f}/s, cpu {rates[1]:.2f}/s", flush=True)
+    return rows
+
+
+def header(command: str, dev: str) -> list[str]:
+    import mujoco_warp
+
+    cores = os.cpu_count()
+    return [
+        "# MuJoCo Warp engine throughput",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"metarobot {_version()}, git commit {_git_commit()}; mujoco {mujoco.__version__}, "
+        f"mujoco-warp {mujoco_warp.__version__}, warp-lang {wp.__version__}, "
+        f"torch {torch.__version__}, Python {platform.python_version()}.",
+        f"Machine: {platform.node() or 'unknown'}, {cores} cores "
+        f"({platform.processor() or platform.machine()}), {platform.system()}; "
+        f"device: **{device_name(dev)}**; torch threads {torch.get_num_threads()}.",
+        "",
+    ]
+
+
+def write(out: Path | None, lines: list[str]) -> None:
+    text = "\n".join(lines) + "\n"
+    if out is None:
+        print(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda", help="'cuda', 'cuda:N' or 'cpu' (Warp's CPU)")
+    ap.add_argument("--worlds", type=str, default=None, help="comma-separated world counts")
+    ap.add_argument("--steps", type=int, default=None, help="timed vector steps per point")
+    ap.add_argument("--cpu-max-worlds", type=int, default=1024, help="largest CPU-engine run")
+    ap.add_argument("--adapt-sizes", type=str, default=None, help="comma-separated N")
+    ap.add_argument("--no-adapt", action="store_true", help="skip the adapt_many section")
+    ap.add_argument("--note", type=str, default="", help="a paragraph written under the header")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    dev = resolve_device(args.device)  # ValueError naming the device if this machine lacks it
+    kind = "cuda" if dev.startswith("cuda") else "cpu"
+    worlds = [int(x) for x in args.worlds.split(",")] if args.worlds else DEFAULT_WORLDS[kind]
+    steps = args.steps or (200 if kind == "cuda" else 20)
+    torch.manual_seed(0)
+
+    lines = header(command, dev)
+    if args.note:
+        lines += [args.note, ""]
+    lines += [
+        'Env-steps/s of `make_batched(id, tasks, engine="warp", device=...)` on mass-randomized '
+        "training tasks: **step** = full vector steps (torch actions in, observations, rewards "
+        f"and episode ends out as torch tensors; {steps} timed steps, autoreset disabled), "
+        "**with resets** = over one episode of the family horizon H with every world reset once "
+        "(N·H / (H·t_step + t_reset); resets run the family's own code on the host). "
+        "CPU engine = `make_batched(id, tasks)` (`mujoco.batch`, all cores), same actions.",
+        "",
+    ]
+    write(args.out, lines)
+    for robot, fid in CASES:
+        lines += [
+            f"## {robot} (`{fid}`)",
+            "",
+            "| worlds | step: env-steps/s | physics steps/s | reset of all worlds (s) | "
+            "with resets: env-steps/s | first use (s) | CPU engine: env-steps/s |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        rates: dict[int, float] = {}
+        for n in worlds:
+            r = bench_warp(fid, n, dev, steps)
+            rate = rates[n] = n / r["t_step"]
+            h = r["horizon"]
+            amortized = n * h / (h * r["t_step"] + r["t_reset"])
+            cpu = (
+                f"{bench_cpu_engine(fid, n, max(5, steps // 4)):,.0f}"
+                if n <= args.cpu_max_worlds
+                else "—"
+            )
+            print(
+                f"{robot} N={n}: {rate:,.0f} env-steps/s, reset {r['t_reset']:.2f} s, "
+                f"with resets {amortized:,.0f}/s, first use {r['first']:.1f} s, CPU {cpu}",
+                flush=True,
+            )
+            lines.append(
+                f"| {n:,} | {rate:,.0f} | {rate * r['frame_skip']:,.0f} | {r['t_reset']:.3f} | "
+                f"{amortized:,.0f} | {r['first']:.1f} | {cpu} |"
+            )
+            write(args.out, [*lines, ""])
+        lines.append("")
+        big = [v for n, v in rates.items() if n >= 4096]
+        if kind == "cuda" and robot == "HalfCheetah" and big:
+            verdict = "met" if max(big) >= 1e6 else "missed"
+            lines += [
+                f"Target HalfCheetah ≥ 1M env-steps/s (step) at 4,096+ worlds: **{verdict}** "
+                f"(best {max(big):,.0f}).",
+                "",
+            ]
+        write(args.out, lines)
+
+    if args.no_adapt:
+        lines += ["`adapt_many` section skipped (`--no-adapt`).", ""]
+    else:
+        sizes = (
+            [int(x) for x in args.adapt_sizes.split(",")]
+            if args.adapt_sizes
+            else DEFAULT_ADAPT[kind]
+        )
+        fid = CASES[0][1]
+        lines += [
+            f"## `adapt_many` throughput (`{fid}`, K=1 episode, S=1 gradient step)",
+            "",
+            f"Adaptations/s with torch on `{dev}` and on the CPU; episodes are collected on the "
+            "CPU engine in both (metarobot's rollout code has no Warp path yet).",
+            "",
+            f"| N | torch on {dev} | torch on cpu | ratio |",
+            "|---:|---:|---:|---:|",
+        ]
+        for n, on_dev, on_cpu in bench_adapt(fid, sizes, dev):
+            lines.append(f"| {n:,} | {on_dev:.2f} | {on_cpu:.2f} | {on_dev / on_cpu:.2f}× |")
+        lines.append("")
+    write(args.out, lines)
+
+
+if __name__ == "__main__":
+    main()
