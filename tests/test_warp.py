@@ -209,3 +209,18 @@ def test_same_step_autoreset_and_numpy_output():
         warp_env.step(np.zeros((3, 6)))
     with pytest.raises(ValueError, match="finite"):
         warp_env.step(np.full((2, 6), np.nan))
+
+
+@pytest.mark.slow
+def test_a_diverging_world_is_contained():
+    """A world whose state blows up ends (truncated, diverged), the others run on."""
+    env = me.make_batched(CHEETAH, mass_tasks(CHEETAH, 2), engine="warp", device="cpu")
+    obs0, _ = env.reset(seed=0)
+    with torch.no_grad():
+        env._qvel[1] = float("inf")  # what a blown-up solver leaves behind
+    obs, rew, term, trunc, info = env.step(torch.zeros(2, 6))
+    assert info["diverged"].tolist() == [False, True]
+    assert trunc.tolist() == [False, True] and not term.any()
+    assert torch.isfinite(obs).all() and torch.equal(obs[1], obs0[1]) and rew[1] == 0
+    obs, _, _, trunc, info = env.step(torch.zeros(2, 6))  # next_step: world 1 restarts
+    assert not info["diverged"].any() and torch.isfinite(obs).all()
