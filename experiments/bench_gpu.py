@@ -207,6 +207,14 @@ def main() -> None:
     torch.manual_seed(0)
 
     lines = header(command, dev)
+    if kind == "cpu":
+        lines += [
+            "**No GPU was lent for this run: these are figures of Warp's CPU device, the "
+            "correctness machine of the test suite, not of the engine's target. The GPU figures "
+            "(1k … 16k worlds) are still to be measured, with `python experiments/bench_gpu.py "
+            "--device cuda --out experiments/results/bench_gpu.md`.**",
+            "",
+        ]
     if args.note:
         lines += [args.note, ""]
     lines += [
@@ -215,7 +223,9 @@ def main() -> None:
         f"and episode ends out as torch tensors; {steps} timed steps, autoreset disabled), "
         "**with resets** = over one episode of the family horizon H with every world reset once "
         "(N·H / (H·t_step + t_reset); resets run the family's own code on the host). "
-        "CPU engine = `make_batched(id, tasks)` (`mujoco.batch`, all cores), same actions.",
+        "CPU engine = `make_batched(id, tasks)` (`mujoco.batch`, all cores), same actions. "
+        "First use = construction, reset and 3 steps; it includes MuJoCo Warp's kernel "
+        "compilation only when Warp's kernel cache is cold (then tens of seconds on a CPU).",
         "",
     ]
     write(args.out, lines)
