@@ -37,10 +37,16 @@ from typing import Any
 
 import gymnasium as gym
 import mujoco
-import mujoco_warp as mjw
 import numpy as np
 import torch
-import warp as wp
+
+try:
+    import mujoco_warp as mjw
+    import warp as wp
+except ImportError as err:  # an optional extra: say how to get it
+    raise ImportError(
+        "the Warp engine needs MuJoCo Warp: pip install 'metarobot[gpu]' (mujoco-warp, warp-lang)"
+    ) from err
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 

@@ -282,7 +282,12 @@ def main() -> None:
             f"## `adapt_many` throughput (`{fid}`, K=1 episode, S=1 gradient step)",
             "",
             f"Adaptations/s with torch on `{dev}` and on the CPU; episodes are collected on the "
-            "CPU engine in both (metarobot's rollout code has no Warp path yet).",
+            "CPU engine in both (metarobot's rollout code has no Warp path yet)."
+            + (
+                " Here both columns run on the CPU: the ratio only shows measurement noise."
+                if kind == "cpu"
+                else ""
+            ),
             "",
             f"| N | torch on {dev} | torch on cpu | ratio |",
             "|---:|---:|---:|---:|",
