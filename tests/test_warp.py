@@ -224,3 +224,44 @@ def test_a_diverging_world_is_contained():
     assert torch.isfinite(obs).all() and torch.equal(obs[1], obs0[1]) and rew[1] == 0
     obs, _, _, trunc, info = env.step(torch.zeros(2, 6))  # next_step: world 1 restarts
     assert not info["diverged"].any() and torch.isfinite(obs).all()
+
+
+@pytest.mark.parametrize("env_id", [p if isinstance(p, str) else p.values[0] for p in ROBOTS])
+def test_torch_kernels_match_numpy_kernels(env_id):
+    """The torch ports give the numpy kernels' observations and reward terms (no physics)."""
+    import mujoco
+
+    from metarobot.envs.batched import _kernel_for, _make_world
+    from metarobot.envs.warp import TorchKernel
+
+    env, rd = _make_world(env_id, {})
+    base = rd.unwrapped
+    kernel = _kernel_for(env, rd)
+    port = TorchKernel(kernel, base.model, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    n, m = 5, base.model
+    qpos0 = m.qpos0 + rng.normal(0, 0.1, (n, m.nq))
+    qpos1 = qpos0 + rng.normal(0, 0.05, (n, m.nq))
+    qvel1 = rng.normal(0, 3.0, (n, m.nv))
+    action = rng.uniform(-1, 1, (n, m.nu))
+    derived = {}
+    if kernel.derived:  # Reacher reads body positions at the new state
+        data = mujoco.MjData(m)
+        xpos = []
+        for q in qpos1:
+            data.qpos[:] = q
+            mujoco.mj_kinematics(m, data)
+            xpos.append(data.xpos.copy())
+        derived = {"xpos": np.stack(xpos)}
+    want_obs = kernel.observation(qpos1, qvel1, **derived)
+    want = kernel.step_terms(qpos0, qpos1, qvel1, action, **derived)
+
+    def t(x):
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    got_obs = port.observation(t(qpos1), t(qvel1))
+    got = port.step_terms(t(qpos0), t(qpos1), t(qvel1), t(action))
+    np.testing.assert_allclose(got_obs.numpy(), want_obs, rtol=1e-5, atol=1e-5)
+    for key in ("reward", "x_velocity", "y_velocity", "ctrl_sq", "healthy"):
+        np.testing.assert_allclose(got[key].numpy(), want[key], rtol=1e-4, atol=1e-4, err_msg=key)
+    assert np.array_equal(got["terminated"].numpy(), want["terminated"])
