@@ -97,10 +97,10 @@ class RecurrentSection:
     """Recurrent (GRU) policy trained with PPO across the training tasks."""
 
     steps: int = 250_000
-    n_envs: int = 16
+    n_envs: int = 32
     hidden: int = 64
     lr: float = 3e-4
-    epochs: int = 4
+    epochs: int = 8
     minibatches: int = 4
 
 

@@ -15,6 +15,7 @@ Output layout::
     <out>/summary.md              the table
     <out>/adaptation_curve.png    score vs K with CI bands, one line per method
     <out>/learning_curve.png      meta-training returns before/after adaptation
+    <out>/within_episode.png      reward per step since reset at K = 0 (online adaptation)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from metarobot import registry
 from metarobot.config import ExperimentConfig, load_config
 from metarobot.envs import task_split
 from metarobot.evaluation import (
+    EVAL_SEED_OFFSET,
     EXTRA_FIELDS,
     RECORD_FIELDS,
     aggregate,
@@ -51,8 +53,10 @@ from metarobot.report import (
     adaptation_curve_png,
     learning_curve_png,
     summary_markdown,
+    within_episode_png,
     write_csv,
 )
+from metarobot.rollout import episode_returns
 
 __all__ = ["Unit", "plan", "run_experiment"]
 
@@ -203,9 +207,37 @@ def _evaluate_unit(cfg: ExperimentConfig, out: Path, unit: Unit) -> None:
     )
     for r in recs:
         r["train_seed"] = seed
+    _within_episode_rewards(cfg, spec, loaded, test_tasks, unit.output.with_suffix(".steps.csv"))
     tmp = unit.output.with_suffix(".tmp")
     write_csv(recs, tmp, FIELDS)
     tmp.replace(unit.output)
+
+
+def _within_episode_rewards(
+    cfg: ExperimentConfig, spec: registry.MethodSpec, loaded: Any, tasks: list[Any], path: Path
+) -> None:
+    """Mean reward per step since reset (K = 0, first evaluation seed) → ``path``."""
+    policies = loaded if isinstance(loaded, list) else [loaded] * len(tasks)
+    seed = cfg.eval.seeds[0]
+    seeds = [seed + EVAL_SEED_OFFSET + 7919 * i for i in range(len(tasks))]
+    _, _, _, per_step = episode_returns(
+        policies,
+        cfg.family,
+        tasks,
+        episodes=cfg.eval.episodes,
+        seeds=seeds,
+        nthread=cfg.nthread,
+        rewards=True,
+    )
+    assert per_step is not None
+    curve = per_step.reshape(-1, per_step.shape[-1]).mean(0)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "mean_reward"])
+        for t, v in enumerate(curve):
+            w.writerow([t, f"{v:.6g}"])
+    tmp.replace(path)
 
 
 def _evaluated(cfg: ExperimentConfig, seed: int) -> list[str]:
@@ -477,4 +509,18 @@ def _report(cfg: ExperimentConfig, out: Path, command: str | None = None) -> dic
                     {k: float(v) for k, v in r.items()} for r in _csv_rows(p)
                 ]
     learning_curve_png(logs, out / "learning_curve.png", f"meta-training: {cfg.family}")
+    curves = {}
+    for m in cfg.methods:
+        rows = []
+        for seed in cfg.train_seeds[:1] if registry.get(m).reference else cfg.train_seeds:
+            p = rec / f"{m}-s{seed}.steps.csv"
+            if p.exists():
+                rows.append([float(r["mean_reward"]) for r in _csv_rows(p)])
+        if rows:
+            n = min(len(r) for r in rows)
+            curves[m] = np.mean([r[:n] for r in rows], axis=0)
+    online = [m for m in curves if registry.get(m).policy_type in ("rma", "recurrent")]
+    within_episode_png(
+        curves, out / "within_episode.png", f"within the first episode: {cfg.family}", online
+    )
     return {"out": out, "summary": out / "summary.md", "records": records, "aggregate": agg}

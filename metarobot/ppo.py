@@ -78,8 +78,8 @@ class PPOSettings:
     def __init__(
         self,
         lr: float = 3e-4,
-        epochs: int = 4,
-        minibatches: int = 4,
+        epochs: int = 10,
+        minibatches: int = 8,
         gamma: float = 0.99,
         lam: float = 0.95,
         clip: float = 0.2,

@@ -238,7 +238,7 @@ def train_recurrent(
     steps: int,
     seed: int = 0,
     tasks: Sequence[Task] | None = None,
-    n_envs: int = 16,
+    n_envs: int = 32,
     nthread: int | None = None,
     hidden: int = 64,
     settings: PPOSettings | None = None,

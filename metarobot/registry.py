@@ -26,6 +26,7 @@ from metarobot import baselines
 from metarobot.checkpoint import AnyPolicy, load
 from metarobot.envs import task_split
 from metarobot.learners import MAML, MetaConfig, MetaLearner, MetaSGD, Reptile
+from metarobot.ppo import PPOSettings
 from metarobot.recurrent import train_recurrent
 from metarobot.rma import train_rma
 
@@ -365,9 +366,7 @@ def _train_rec(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         n_envs=r.n_envs,
         nthread=cfg.nthread,
         hidden=r.hidden,
-        lr=r.lr,
-        epochs=r.epochs,
-        minibatches=r.minibatches,
+        settings=PPOSettings(lr=r.lr, epochs=r.epochs, minibatches=r.minibatches),
     )
     pol.save(path)
 

@@ -14,7 +14,13 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-__all__ = ["adaptation_curve_png", "learning_curve_png", "summary_markdown", "write_csv"]
+__all__ = [
+    "adaptation_curve_png",
+    "learning_curve_png",
+    "summary_markdown",
+    "within_episode_png",
+    "write_csv",
+]
 
 
 def write_csv(
@@ -241,6 +247,40 @@ def learning_curve_png(
         ax.legend(fontsize=7, ncol=2, loc="best")
     else:
         ax.text(0.5, 0.5, "no meta-learner in this experiment", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def within_episode_png(
+    curves: Mapping[str, np.ndarray], path: str | Path, title: str, online: Sequence[str] = ()
+) -> None:
+    """Mean reward per step since reset (K = 0), one line per method.
+
+    Args:
+        curves: Method → per-step mean reward over held-out tasks, episodes and seeds ``[T]``.
+        path: PNG file.
+        title: Plot title.
+        online: Methods that adapt within the episode (drawn thicker).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for i, (m, y) in enumerate(curves.items()):
+        style = "--" if m in ("oracle", "scratch") else "-"
+        ax.plot(
+            np.arange(len(y)),
+            y,
+            style,
+            color=cmap(i % 10),
+            lw=2.2 if m in online else 1.0,
+            label=m + (" (online)" if m in online else ""),
+        )
+    ax.set_xlabel("step since reset")
+    ax.set_ylabel("mean reward at that step (held-out tasks, K = 0)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="best")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -151,6 +151,7 @@ def test_output_files_exist(first):
         "summary.md",
         "adaptation_curve.png",
         "learning_curve.png",
+        "within_episode.png",
         "timings.csv",
         "config.toml",
     ):
@@ -233,7 +234,20 @@ def test_summary_mentions_every_method(first):
     assert {(a["method"], a["k"]) for a in agg} == {(m, k) for m in METHODS for k in KS}
 
 
-@pytest.mark.parametrize("name", ["adaptation_curve.png", "learning_curve.png"])
+def test_summary_starts_with_provenance_and_states_budgets(first):
+    text = (first["out"] / "summary.md").read_text()
+    head = text.split("\n\n")[1]
+    assert head.startswith("- command: `")
+    assert f"metarobot {metarobot.__version__}" in head
+    assert "- machine: " in head
+    assert "## training budget (environment steps)" in text
+    for section in ("## IQM", "## mean", "## median", "## optimality gap", "## per task"):
+        assert section in text
+
+
+@pytest.mark.parametrize(
+    "name", ["adaptation_curve.png", "learning_curve.png", "within_episode.png"]
+)
 def test_plots_are_valid_pngs(first, name):
     path = first["out"] / name
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
