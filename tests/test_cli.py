@@ -438,3 +438,58 @@ def test_train_unknown_env_exits_2(workdir, capsys):
     )
     assert code == 2
     assert "Nope" in err
+
+
+def test_train_adapt_evaluate_a_context_policy(workdir, capsys):
+    out = workdir / "rec.pt"
+    code, stdout, err = run_main(
+        capsys,
+        "train",
+        "--algo",
+        "recurrent",
+        "--env",
+        PENDULUM,
+        "--steps",
+        "400",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    assert "env steps" in stdout
+    pol = metarobot.load(str(out))
+    assert pol.kind == "recurrent"
+    adapted = workdir / "rec-adapted.pt"
+    code, stdout, err = run_main(
+        capsys,
+        "adapt",
+        "--checkpoint",
+        str(out),
+        "--env",
+        PENDULUM,
+        "--task-index",
+        "0",
+        "--episodes",
+        "1",
+        "--out",
+        str(adapted),
+    )
+    assert code == 0, err
+    assert "safeguard" in stdout
+    assert metarobot.load(str(adapted)).meta["adapted"]["update"] == "carried GRU state"
+    code, stdout, err = run_main(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(out),
+        "--ks",
+        "0",
+        "1",
+        "--seeds",
+        "0",
+        "--tasks",
+        "2",
+        "--episodes",
+        "1",
+    )
+    assert code == 0, err
+    assert "K=1: mean return" in stdout
