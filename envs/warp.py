@@ -790,7 +790,7 @@ class WarpBatchedEnv(VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         """Release the graph and the host env."""
         self._graph = None
-        self._host.close()
+        self._env.close()
 
 
 def _as_float64(x: torch.Tensor) -> np.ndarray:
