@@ -265,3 +265,19 @@ def test_torch_kernels_match_numpy_kernels(env_id):
     for key in ("reward", "x_velocity", "y_velocity", "ctrl_sq", "healthy"):
         np.testing.assert_allclose(got[key].numpy(), want[key], rtol=1e-4, atol=1e-4, err_msg=key)
     assert np.array_equal(got["terminated"].numpy(), want["terminated"])
+
+
+@pytest.mark.slow
+def test_reward_varying_family_follows_the_cpu_engine():
+    """Goal rewards (target velocity per world) come out as the CPU engine's."""
+    fid = "metarobot/HalfCheetahVel-v0"
+    tasks = gym.make(fid).get_wrapper_attr("sample_tasks")(2, seed=0)
+    warp_env, cpu_env = pair(fid, tasks)
+    warp_env.reset(seed=0)
+    cpu_env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.uniform(-1, 1, (2, 6))
+        _, rw, _, _, _ = warp_env.step(torch.from_numpy(a))
+        _, rc, _, _, _ = cpu_env.step(a)
+        assert rel_err(rw.numpy(), rc) < RTOL
