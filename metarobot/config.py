@@ -21,6 +21,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from metarobot import registry
+from metarobot.learners import MetaConfig
+from metarobot.learners.reptile import REPTILE_DEFAULTS
 
 __all__ = [
     "BaselineConfig",
@@ -33,27 +35,43 @@ __all__ = [
     "parse_config",
 ]
 
+_M = MetaConfig  # the one schema of meta-learning hyper-parameters; [meta] mirrors it
+
+
 @dataclass
 class MetaSection:
-    """Meta-training of the meta-learners (fields of ``MetaConfig`` plus ``iterations``)."""
+    """The ``[meta]`` table of an experiment config.
+
+    Its fields are :class:`~metarobot.learners.MetaConfig`'s (same defaults, checked by
+    ``MetaConfig.validate``), plus the iteration count, the checkpoint period and Reptile's own
+    settings.
+    """
 
     iterations: int = 50
-    meta_batch: int = 20
-    episodes: int = 2
-    post_episodes: int = 2
-    inner_steps: int = 1
-    inner_lr: float = 0.1
-    outer_lr: float = 1e-3
-    reptile_lr: float = 0.5
-    reptile_inner_steps: int = 3
-    reptile_inner_lr: float = 0.1
-    outer_epochs: int = 5
-    clip: float = 0.2
-    gamma: float = 0.99
-    lam: float = 0.95
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    init_log_std: float = 0.0
+    meta_batch: int = _M.meta_batch
+    episodes: int = _M.episodes
+    post_episodes: int = _M.post_episodes
+    inner_steps: int = _M.inner_steps
+    inner_lr: float = _M.inner_lr
+    outer_lr: float = _M.outer_lr
+    reptile_lr: float = REPTILE_DEFAULTS["outer_lr"]
+    reptile_inner_steps: int = REPTILE_DEFAULTS["inner_steps"]
+    reptile_inner_lr: float = _M.inner_lr
+    outer_epochs: int = _M.outer_epochs
+    clip: float = _M.clip
+    gamma: float = _M.gamma
+    lam: float = _M.lam
+    hidden: list[int] = field(default_factory=lambda: list(_M.hidden))
+    init_log_std: float = _M.init_log_std
     checkpoint_every: int = 10
+
+    def meta_config(self, **overrides: Any) -> MetaConfig:
+        """The :class:`MetaConfig` this section describes (``overrides`` win)."""
+        names = {f.name for f in dataclasses.fields(MetaConfig)}
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}
+        kw["hidden"] = tuple(self.hidden)
+        kw.update(overrides)
+        return MetaConfig(**kw)
 
 
 @dataclass
@@ -175,12 +193,10 @@ class ExperimentConfig:
                 bad_float = isinstance(v, float) and not (math.isfinite(v) and v > 0)
                 if bad_float and (f.name != "init_log_std" or not math.isfinite(v)):
                     raise ValueError(f"{key} must be a finite number > 0, got {v}")
-        if not 0 < self.meta.clip < 1:
-            raise ValueError(f"meta.clip must be in (0, 1), got {self.meta.clip}")
-        for key in ("gamma", "lam"):
-            v = getattr(self.meta, key)
-            if not 0 < v <= 1:
-                raise ValueError(f"meta.{key} must be in (0, 1], got {v}")
+        try:  # MetaConfig's checks are the checks of [meta]
+            self.meta.meta_config().validate()
+        except ValueError as err:
+            raise ValueError(f"meta.{err}") from err
         from metarobot.envs import task_split
 
         n_test = len(task_split(self.family)[1])

@@ -1,9 +1,9 @@
 """Episodic PPO on the batched simulator: the trainer of the context-conditioned methods.
 
-Each iteration runs one whole episode in each of ``n_envs`` worlds (tasks drawn from the
-training split), then ``epochs`` PPO passes over whole sequences, so a recurrent network
-back-propagates through entire episodes from a zero state (no burn-in) and a feedforward one
-treats the sequence as a batch. What differs between methods is the network and its inputs
+Each iteration runs whole episodes, ``n_envs`` at a time (tasks drawn from the training
+split), until the batch holds ``batch_steps`` steps, then ``epochs`` PPO passes over whole
+sequences, so a recurrent network back-propagates through entire episodes from a zero state (no
+burn-in) and a feedforward one treats the sequence as a batch. What differs between methods is the network and its inputs
 (:class:`EpisodicNet`): RMA's teacher reads ``[obs, privileged task features]``, the recurrent
 policy ``[obs, previous action, previous reward]``.
 
@@ -73,6 +73,8 @@ class PPOSettings:
         vf_coef: Value-loss weight.
         max_grad_norm: Gradient-norm clip.
         balance: Weight each episode by ``1/length`` (every task counts equally).
+        batch_steps: Episodes are collected (``n_envs`` at a time) until a batch holds at least
+            this many steps, so short episodes do not make for tiny, noisy updates.
     """
 
     def __init__(
@@ -87,11 +89,13 @@ class PPOSettings:
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         balance: bool = True,
+        batch_steps: int = 2048,
     ) -> None:
         self.lr, self.epochs, self.minibatches = lr, epochs, minibatches
         self.gamma, self.lam, self.clip = gamma, lam, clip
         self.ent_coef, self.vf_coef, self.max_grad_norm = ent_coef, vf_coef, max_grad_norm
         self.balance = balance
+        self.batch_steps = batch_steps
 
 
 def train_episodic_ppo(
@@ -141,8 +145,15 @@ def train_episodic_ppo(
     log: list[dict[str, float]] = []
     try:
         while it == 0 or used + n_envs * horizon <= steps:
-            batch = _rollout(net, norm, env, tasks, rng, features, initial_state(n_envs))
-            used += int(batch["mask"].sum())
+            parts = []
+            while True:
+                part = _rollout(net, norm, env, tasks, rng, features, initial_state(n_envs))
+                parts.append(part)
+                used += int(part["mask"].sum())
+                got = sum(int(p["mask"].sum()) for p in parts)
+                if got >= ps.batch_steps or used + n_envs * horizon > steps:
+                    break
+            batch = _concat(parts)
             adv, ret = _gae(batch, ps.gamma, ps.lam)
             stats = _update(net, opt, batch, adv, ret, rng, ps, initial_state)
             norm.update(batch["raw_obs"][batch["mask"] > 0])
@@ -221,6 +232,24 @@ def _rollout(
         "boot": boot,
         "ret": float(rew.sum(1).mean()),
     }
+
+
+def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack rollouts along the world axis, padding time to the longest (mask 0)."""
+    if len(parts) == 1:
+        return parts[0]
+    t_len = max(p["mask"].shape[1] for p in parts)
+    out: dict[str, Any] = {}
+    for key in ("x", "raw_obs", "act", "logp", "val", "rew", "mask"):
+        arrs = []
+        for p in parts:
+            a = p[key]
+            pad = [(0, 0), (0, t_len - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+            arrs.append(np.pad(a, pad))
+        out[key] = np.concatenate(arrs, axis=0)
+    out["boot"] = np.concatenate([p["boot"] for p in parts])
+    out["ret"] = float(out["rew"].sum(1).mean())
+    return out
 
 
 def _gae(batch: dict[str, Any], gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ import gymnasium as gym
 from metarobot import baselines
 from metarobot.checkpoint import AnyPolicy, load
 from metarobot.envs import task_split
-from metarobot.learners import MAML, MetaConfig, MetaLearner, MetaSGD, Reptile
+from metarobot.learners import MAML, MetaLearner, MetaSGD, Reptile
 from metarobot.ppo import PPOSettings
 from metarobot.recurrent import train_recurrent
 from metarobot.rma import train_rma
@@ -181,14 +181,12 @@ def meta_learner(name: str, env_id: str, **config: Any) -> MetaLearner:
 
 def _meta_kwargs(cfg: ExperimentConfig, name: str, seed: int) -> dict[str, Any]:
     m = cfg.meta
-    shared = {f.name for f in dataclasses.fields(MetaConfig)}
-    kw = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name in shared}
-    kw.update(hidden=tuple(m.hidden), seed=seed, device="cpu", nthread=cfg.nthread)
+    over: dict[str, Any] = {"seed": seed, "device": "cpu", "nthread": cfg.nthread}
     if name == "reptile":
-        kw.update(
+        over.update(
             inner_steps=m.reptile_inner_steps, outer_lr=m.reptile_lr, inner_lr=m.reptile_inner_lr
         )
-    return kw
+    return dataclasses.asdict(m.meta_config(**over))
 
 
 def _train_meta(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]) -> None:

@@ -12,7 +12,15 @@ from metarobot.experiment import run_experiment
 TINY = {
     "name": "tiny",
     "family": "metarobot/InvertedPendulumRandParams-v0",
-    "methods": ["maml", "rma", "recurrent", "ensemble", "domain_randomization", "oracle", "scratch"],
+    "methods": [
+        "maml",
+        "rma",
+        "recurrent",
+        "ensemble",
+        "domain_randomization",
+        "oracle",
+        "scratch",
+    ],
     "train_seeds": [0],
     "meta": {"iterations": 2, "meta_batch": 2, "episodes": 1, "post_episodes": 1, "hidden": [8, 8]},
     "baselines": {

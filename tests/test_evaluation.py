@@ -11,7 +11,6 @@ from scipy.stats import trim_mean
 import metarobot
 import metarobot.envs as me
 from metarobot import evaluation as ev
-from metarobot.registry import method_names
 from metarobot.evaluation import (
     RECORD_FIELDS,
     aggregate,
@@ -22,6 +21,7 @@ from metarobot.evaluation import (
     score_records,
     stratified_bootstrap_ci,
 )
+from metarobot.registry import method_names
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 

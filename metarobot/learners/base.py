@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,7 +102,6 @@ class MetaConfig:
     seed: int = 0
     device: str = "auto"
     nthread: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field and its allowed range."""
@@ -137,10 +136,10 @@ class MetaConfig:
             )
         if not (0 < self.clip < 1):
             raise ValueError(f"clip must be in (0, 1), got {self.clip!r}")
-        for name in ("gamma", "lam"):
-            v = getattr(self, name)
-            if not (0 <= v <= 1):
-                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+        if not (0 < self.gamma <= 1):
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
+        if not (0 <= self.lam <= 1):
+            raise ValueError(f"lam must be in [0, 1], got {self.lam!r}")
         resolve_device(self.device)
 
 

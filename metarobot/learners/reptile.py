@@ -18,7 +18,10 @@ from metarobot.learners.base import MetaLearner
 from metarobot.policies import Params
 from metarobot.rollout import EpisodeBatch
 
-__all__ = ["Reptile", "reptile_update"]
+__all__ = ["REPTILE_DEFAULTS", "Reptile", "reptile_update"]
+
+#: Reptile's own defaults where they differ from :class:`MetaConfig`'s (ε is ``outer_lr``).
+REPTILE_DEFAULTS = {"inner_steps": 3, "outer_lr": 0.5}
 
 
 def reptile_update(theta: Params, adapted: Params, epsilon: float) -> Params:
@@ -39,8 +42,8 @@ class Reptile(MetaLearner):
     name: ClassVar[str] = "reptile"
 
     def __init__(self, env_id: str, policy=None, **config) -> None:  # noqa: ANN001, ANN003
-        config.setdefault("inner_steps", 3)
-        config.setdefault("outer_lr", 0.5)
+        for key, value in REPTILE_DEFAULTS.items():
+            config.setdefault(key, value)
         super().__init__(env_id, policy, **config)
 
     def outer_step(  # noqa: D102
