@@ -3,9 +3,9 @@
 Each iteration runs whole episodes, ``n_envs`` at a time (tasks drawn from the training
 split), until the batch holds ``batch_steps`` steps, then ``epochs`` PPO passes over whole
 sequences, so a recurrent network back-propagates through entire episodes from a zero state (no
-burn-in) and a feedforward one treats the sequence as a batch. What differs between methods is the network and its inputs
-(:class:`EpisodicNet`): RMA's teacher reads ``[obs, privileged task features]``, the recurrent
-policy ``[obs, previous action, previous reward]``.
+burn-in) and a feedforward one treats the sequence as a batch. What differs between methods is
+the network and its inputs (:class:`EpisodicNet`): RMA's teacher reads ``[obs, privileged task
+features]``, the recurrent policy ``[obs, previous action, previous reward]``.
 
 Task balance: with early termination, a task that a policy fails ends after a few steps (an
 InvertedPendulum with its motor reversed falls in ~5 of 200), so plain per-step averaging
