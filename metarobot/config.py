@@ -100,7 +100,17 @@ class EvalConfig:
 
 @dataclass
 class RMASection:
-    """RMA: privileged PPO teacher, then the history adaptation module (student)."""
+    """RMA: privileged PPO teacher, then the history adaptation module (student).
+
+    Attributes:
+        teacher_steps: Env steps of the teacher's episodic PPO.
+        student_steps: Env steps of the student's own rollouts (DAgger).
+        history: H, past (observation, action) pairs the adaptation module reads.
+        z_dim: Size of the dynamics latent.
+        teacher_envs: Worlds (episodes) the teacher runs at a time.
+        student_envs: Worlds (episodes) per student iteration.
+        lr: The teacher's Adam learning rate.
+    """
 
     teacher_steps: int = 200_000
     student_steps: int = 50_000
@@ -108,16 +118,26 @@ class RMASection:
     z_dim: int = 8
     teacher_envs: int = 16
     student_envs: int = 32
+    lr: float = 1e-3
 
 
 @dataclass
 class RecurrentSection:
-    """Recurrent (GRU) policy trained with PPO across the training tasks."""
+    """Recurrent (GRU) policy trained with episodic PPO across the training tasks.
+
+    Attributes:
+        steps: Env-step budget.
+        n_envs: Worlds (episodes) run at a time.
+        hidden: GRU size.
+        lr: Adam learning rate.
+        epochs: PPO passes per batch.
+        minibatches: Groups of episodes per pass.
+    """
 
     steps: int = 250_000
     n_envs: int = 32
     hidden: int = 64
-    lr: float = 3e-4
+    lr: float = 1e-3
     epochs: int = 8
     minibatches: int = 4
 

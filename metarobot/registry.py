@@ -344,6 +344,7 @@ def _train_rma(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         hidden=tuple(cfg.meta.hidden),
         z_dim=r.z_dim,
         history=r.history,
+        settings=PPOSettings(lr=r.lr),
     )
     pol.save(path)
 

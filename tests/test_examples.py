@@ -1,4 +1,4 @@
-"""The SB3 interop examples run end to end (each ≤ 2 minutes on a CPU)."""
+"""The examples run end to end (each ≤ 2 minutes on a CPU)."""
 
 import subprocess
 import sys
@@ -19,9 +19,11 @@ def test_example_runs(script, tmp_path):
     assert proc.stdout.strip(), "an example prints its result"
 
 
-def test_there_are_three_examples():
+def test_every_example_is_known():
     assert {p.stem for p in EXAMPLES} == {
-        "finetune_in_sb3",
+        "adapt_context_policy",
         "adapt_sb3_policy",
+        "finetune_in_sb3",
         "randomize_any_env",
+        "user_robot_family",
     }
