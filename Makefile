@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/metarobot run experiments/configs/quickstart.toml
+	$(VENV)/bin/metarobot run experiments/configs/quickstart.toml --workers 2
 
 test: $(STAMP)
 	$(PY) -m ruff check .

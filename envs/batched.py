@@ -41,12 +41,14 @@ import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from mujoco.batch import Batch
 
-from metarobot.envs.kernels import Kernel, find_kernel
+from metarobot.envs.kernels import Kernel
 from metarobot.envs.randomization import Task
 from metarobot.envs.randomized import RandomizedDynamics
+from metarobot.envs.worlds import kernel_for as _kernel_for
+from metarobot.envs.worlds import make_world as _make_world
+from metarobot.envs.worlds import time_limit as _time_limit
 
 __all__ = ["ENGINES", "BatchedMujocoEnv", "make_batched"]
 
@@ -62,8 +64,6 @@ _DIVERGENCE = [
     int(mujoco.mjtWarning.mjWARN_BADQPOS),
     int(mujoco.mjtWarning.mjWARN_BADQVEL),
 ]
-# Wrappers that change no observation, reward or action: the kernel path may skip them.
-_TRANSPARENT = (TimeLimit, OrderEnforcing, PassiveEnvChecker)
 
 #: Simulation engines of :func:`make_batched`.
 ENGINES: tuple[str, ...] = ("batch", "warp")
@@ -71,49 +71,6 @@ ENGINES: tuple[str, ...] = ("batch", "warp")
 
 def _is_count(v: Any, low: int) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= low
-
-
-def _make_world(env_id: str, env_kwargs: dict[str, Any]) -> tuple[gym.Env, RandomizedDynamics]:
-    """The world's outermost env (what ``gym.make`` gives) and its RandomizedDynamics layer."""
-    env = gym.make(env_id, disable_env_checker=True, **env_kwargs)
-    rd = _find_rd(env)
-    if rd is None:  # a plain Gymnasium id: every world runs the nominal task
-        env = RandomizedDynamics(env, family=env_id)
-        rd = env
-    return env, rd
-
-
-def _find_rd(env: gym.Env) -> RandomizedDynamics | None:
-    cur: Any = env
-    while cur is not None:
-        if isinstance(cur, RandomizedDynamics):
-            return cur
-        cur = getattr(cur, "env", None)
-    return None
-
-
-def _chain(env: gym.Env) -> list[Any]:
-    out, cur = [], env
-    while isinstance(cur, gym.Wrapper):
-        out.append(cur)
-        cur = cur.env
-    return out
-
-
-def _time_limit(env: gym.Env) -> int | None:
-    """The episode length the wrapper stack enforces (the smallest ``TimeLimit``), or None."""
-    limits = [w._max_episode_steps for w in _chain(env) if isinstance(w, TimeLimit)]
-    return min(limits) if limits else None
-
-
-def _kernel_for(env: gym.Env, rd: RandomizedDynamics) -> Kernel | None:
-    """The vectorized kernel reproducing ``env.step``, or None when only the env's code can."""
-    for w in _chain(env):
-        if not isinstance(w, (*_TRANSPARENT, RandomizedDynamics)):
-            return None
-    if type(rd).step is not RandomizedDynamics.step:
-        return None
-    return find_kernel(rd.unwrapped)
 
 
 class BatchedMujocoEnv(VectorEnv):

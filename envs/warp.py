@@ -54,7 +54,6 @@ except ImportError as err:  # an optional extra: say how to get it
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from metarobot.envs.batched import _kernel_for, _make_world, _time_limit
 from metarobot.envs.kernels import (
     AntKernel,
     HalfCheetahKernel,
@@ -66,6 +65,9 @@ from metarobot.envs.kernels import (
     supported_robots,
 )
 from metarobot.envs.randomization import Task
+from metarobot.envs.worlds import kernel_for as _kernel_for
+from metarobot.envs.worlds import make_world as _make_world
+from metarobot.envs.worlds import time_limit as _time_limit
 
 __all__ = ["TorchKernel", "WarpBatchedEnv", "resolve_device"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from metarobot import adaptation
+from metarobot.adaptation import adapt as adapt_policy
 from metarobot.envs import Task
 from metarobot.sb3 import adapt_sb3
 
@@ -57,4 +57,4 @@ def adapt(
     call = {"episodes": episodes, "steps": steps, "lr": lr, "device": device, "seed": seed}
     if isinstance(policy, BaseAlgorithm):
         return adapt_sb3(policy, env, task=task, **call, **kwargs)
-    return adaptation.adapt(policy, env, task=task, **call, **kwargs)
+    return adapt_policy(policy, env, task=task, **call, **kwargs)

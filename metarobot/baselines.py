@@ -21,8 +21,7 @@ import torch
 from stable_baselines3 import PPO
 
 from metarobot.envs import Task, task_split
-from metarobot.learners.base import make_policy
-from metarobot.policies import EnsembleMLP, Policy, RunningNorm
+from metarobot.policies import EnsembleMLP, Policy, RunningNorm, make_policy
 from metarobot.sb3 import from_sb3, make_sb3_vec_env
 
 __all__ = [

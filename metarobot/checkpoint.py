@@ -19,7 +19,7 @@ import gymnasium as gym
 import torch
 
 from metarobot.io import FORMAT, FORMAT_VERSION, atomic_torch_save, versions
-from metarobot.policies import Policy
+from metarobot.policies import Policy, robot_name
 from metarobot.recurrent import RecurrentPolicy
 from metarobot.rma import RMAPolicy
 from metarobot.stateful import StatefulPolicy
@@ -120,11 +120,3 @@ def check_compatible(policy: AnyPolicy, env: gym.Env) -> None:
             f"policy was trained on the {robot} robot ({policy.meta.get('family')!r}) but the env "
             f"is a {env_robot}"
         )
-
-
-def robot_name(env: gym.Env) -> str | None:
-    """The Gymnasium MuJoCo robot class behind ``env`` (e.g. ``"HalfCheetahEnv"``), if any."""
-    for cls in type(env.unwrapped).__mro__:
-        if cls.__module__.startswith("gymnasium.envs.mujoco.") and cls.__name__ != "MujocoEnv":
-            return cls.__name__
-    return None

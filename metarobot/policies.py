@@ -14,9 +14,10 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -32,7 +33,9 @@ __all__ = [
     "RunningNorm",
     "build_net",
     "gaussian_log_prob",
+    "make_policy",
     "resolve_device",
+    "robot_name",
 ]
 
 Params = dict[str, torch.Tensor]
@@ -453,3 +456,43 @@ class Policy:
     def save(self, path: str) -> None:
         """Write a checkpoint atomically (see :mod:`metarobot.checkpoint`)."""
         atomic_torch_save(self.to_payload(), path)
+
+
+def robot_name(env: gym.Env) -> str | None:
+    """The Gymnasium MuJoCo robot class behind ``env`` (e.g. ``"HalfCheetahEnv"``), if any."""
+    for cls in type(env.unwrapped).__mro__:
+        if cls.__module__.startswith("gymnasium.envs.mujoco.") and cls.__name__ != "MujocoEnv":
+            return cls.__name__
+    return None
+
+
+def make_policy(
+    env_id: str,
+    *,
+    hidden: Sequence[int] = (64, 64),
+    init_log_std: float = 0.0,
+    inner_lr: float = 0.1,
+    seed: int = 0,
+) -> Policy:
+    """A fresh policy sized for ``env_id``, with its metadata (family, robot, spaces)."""
+    env = gym.make(env_id, disable_env_checker=True)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+        meta = {
+            "family": env_id,
+            "robot": robot_name(env),
+            "observation_shape": list(obs_space.shape),
+            "action_low": np.asarray(act_space.low).tolist(),
+            "action_high": np.asarray(act_space.high).tolist(),
+        }
+    finally:
+        env.close()
+    return Policy.create(
+        int(obs_space.shape[0]),
+        int(act_space.shape[0]),
+        hidden=tuple(hidden),
+        init_log_std=init_log_std,
+        inner_lr=inner_lr,
+        seed=seed,
+        meta=meta,
+    )

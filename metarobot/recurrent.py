@@ -28,7 +28,7 @@ from torch import nn
 
 from metarobot.envs import Task, task_split
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
-from metarobot.policies import RunningNorm
+from metarobot.policies import RunningNorm, make_policy
 from metarobot.ppo import PPOSettings, train_episodic_ppo
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
@@ -266,8 +266,6 @@ def train_recurrent(
     """
     check_int("steps", steps)
     check_int("hidden", hidden)
-    from metarobot.learners.base import make_policy
-
     train = list(tasks) if tasks is not None else task_split(env_id)[0]
     meta = {**make_policy(env_id).meta, "algorithm": "recurrent"}
     obs_dim = int(meta["observation_shape"][0])

@@ -31,6 +31,7 @@ from torch import nn
 from metarobot.context import TaskFeatures
 from metarobot.envs import Task, make_batched, task_split
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
+from metarobot.policies import make_policy
 from metarobot.ppo import PPOSettings, train_episodic_ppo
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
@@ -330,8 +331,6 @@ def train_rma(
     ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    from metarobot.learners.base import make_policy
-
     train = list(tasks) if tasks is not None else task_split(env_id)[0]
     features = TaskFeatures(env_id)
     base_meta = make_policy(env_id).meta

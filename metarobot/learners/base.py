@@ -13,54 +13,21 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metarobot.checkpoint import atomic_torch_save, robot_name
 from metarobot.envs import Task, make_batched, task_split
-from metarobot.policies import Params, Policy, RunningNorm, resolve_device
+from metarobot.io import atomic_torch_save
+from metarobot.policies import Params, Policy, RunningNorm, make_policy, resolve_device
 from metarobot.rollout import EpisodeBatch, collect, compute_advantages
 
-__all__ = ["MetaConfig", "MetaLearner", "make_policy"]
-
-
-def make_policy(
-    env_id: str,
-    *,
-    hidden: Sequence[int] = (64, 64),
-    init_log_std: float = 0.0,
-    inner_lr: float = 0.1,
-    seed: int = 0,
-) -> Policy:
-    """A fresh policy sized for ``env_id``, with its metadata (family, robot, spaces)."""
-    env = gym.make(env_id, disable_env_checker=True)
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-        meta = {
-            "family": env_id,
-            "robot": robot_name(env),
-            "observation_shape": list(obs_space.shape),
-            "action_low": np.asarray(act_space.low).tolist(),
-            "action_high": np.asarray(act_space.high).tolist(),
-        }
-    finally:
-        env.close()
-    return Policy.create(
-        int(obs_space.shape[0]),
-        int(act_space.shape[0]),
-        hidden=tuple(hidden),
-        init_log_std=init_log_std,
-        inner_lr=inner_lr,
-        seed=seed,
-        meta=meta,
-    )
+__all__ = ["MetaConfig", "MetaLearner", "make_policy"]  # make_policy: from metarobot.policies
 
 
 @dataclass
