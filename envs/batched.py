@@ -556,5 +556,7 @@ def make_batched(
 
         if device is not None:
             kwargs["device"] = device
+        # CPU thread count means nothing to the Warp engine: callers may pass it to either.
+        kwargs.pop("nthread", None)
         return WarpBatchedEnv(env_id, tasks, **kwargs)
     raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")

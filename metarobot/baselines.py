@@ -23,6 +23,7 @@ from stable_baselines3 import PPO
 from metarobot.envs import Task, task_split
 from metarobot.policies import EnsembleMLP, Policy, RunningNorm, make_policy
 from metarobot.sb3 import from_sb3, make_sb3_vec_env
+from metarobot.validation import check_int
 
 __all__ = [
     "PPO_DEFAULTS",
@@ -117,8 +118,7 @@ def train_expert(
     Returns:
         The expert as a metarobot policy.
     """
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
-        raise ValueError(f"timesteps must be an integer >= 1, got {timesteps!r}")
+    check_int("timesteps", timesteps)
     venv = make_sb3_vec_env(env_id, [task] * n_envs, nthread=nthread)
     try:
         model = ppo_model(venv, seed, hidden, **ppo_kwargs)

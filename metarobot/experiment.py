@@ -57,6 +57,7 @@ from metarobot.report import (
     write_csv,
 )
 from metarobot.rollout import episode_returns
+from metarobot.validation import check_int
 
 __all__ = ["Unit", "plan", "run_experiment"]
 
@@ -295,8 +296,7 @@ def run_experiment(
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_int("workers", workers)
     if not isinstance(config, ExperimentConfig):
         config_path = Path(config)
         config = load_config(config_path)
@@ -311,6 +311,7 @@ def run_experiment(
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads)
     t0 = time.perf_counter()
+    header = provenance_lines(command)  # the code that trains, not the code at report time
     ran, skipped = [], []
     pool = None
     if backend == "local" and workers > 1:  # one pool for both stages: workers start once
@@ -345,7 +346,7 @@ def run_experiment(
         torch.set_num_threads(prev_threads)
         if pool is not None:
             pool.shutdown()
-    result = _report(cfg, out_dir, command)
+    result = _report(cfg, out_dir, header)
     result.update(ran=ran, skipped=skipped, seconds=time.perf_counter() - t0)
     return result
 
@@ -439,7 +440,7 @@ def _steps_used(cfg: ExperimentConfig, out: Path) -> dict[str, tuple[int, int | 
     return result
 
 
-def _report(cfg: ExperimentConfig, out: Path, command: str | None = None) -> dict[str, Any]:
+def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, Any]:
     rec = out / "records"
     rand = {int(r["task"]): float(r["return"]) for r in _csv_rows(rec / "random.csv")}
     records: list[dict[str, Any]] = []
@@ -495,7 +496,7 @@ def _report(cfg: ExperimentConfig, out: Path, command: str | None = None) -> dic
             agg,
             cfg.name,
             notes,
-            header=provenance_lines(command),
+            header=header,
             budgets=_steps_used(cfg, out),
         )
     )

@@ -35,6 +35,7 @@ from metarobot.policies import make_policy
 from metarobot.ppo import PPOSettings, train_episodic_ppo
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
+from metarobot.validation import check_int
 
 __all__ = ["RMAPolicy", "TeacherNet", "history_inputs", "train_rma"]
 
@@ -329,8 +330,7 @@ def train_rma(
         ("history", history),
         ("z_dim", z_dim),
     ):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        check_int(name, v)
     train = list(tasks) if tasks is not None else task_split(env_id)[0]
     features = TaskFeatures(env_id)
     base_meta = make_policy(env_id).meta

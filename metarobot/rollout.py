@@ -28,6 +28,7 @@ __all__ = [
     "EpisodeBatch",
     "collect",
     "compute_advantages",
+    "draw_episode_randomness",
     "episode_returns",
     "linear_baseline",
     "run_actor_episodes",
@@ -142,10 +143,7 @@ def collect(
     if len(seeds) != n:
         raise ValueError(f"seeds must hold one seed per task ({n}), got {len(seeds)}")
     horizon = int(env.max_episode_steps)
-    rngs = task_rngs(seeds)
-    reset_seeds = [int(s) for r in rngs for s in r.integers(0, 2**31 - 1, size=k)]
-    noise = np.stack([r.standard_normal((horizon, k, act_dim)) for r in rngs], axis=1)
-    # noise: [T, N, K, A]
+    reset_seeds, noise = draw_episode_randomness(seeds, k, horizon, act_dim)
     low, high = env.single_action_space.low, env.single_action_space.high
     dev = policy.device
 
@@ -197,24 +195,50 @@ def collect(
         else:
             horizon_used = horizon
 
-    def tt(x: np.ndarray) -> torch.Tensor:
-        # [T, N, K, ...] -> [N, K, T, ...]
-        x = x[:horizon_used]
-        return torch.as_tensor(np.ascontiguousarray(np.moveaxis(x, 0, 2)), device=dev)
+    bufs = {"obs": obs_buf, "act": act_buf, "rew": rew_buf, "mask": mask_buf, "logp": logp_buf}
+    return _episode_batch(policy, bufs, horizon_used, diverged.reshape(n, k), reset_seeds)
 
-    raw = tt(obs_buf)
-    rewards = tt(rew_buf)
+
+def draw_episode_randomness(
+    seeds: Sequence[int | None], episodes: int, horizon: int, act_dim: int
+) -> tuple[list[int], np.ndarray]:
+    """Per task, from ``default_rng(seed_i)``: K world reset seeds, then all action noise.
+
+    Returns:
+        The reset seeds (task-major, ``N·K``) and standard-normal noise ``[T, N, K, A]``.
+    """
+    rngs = task_rngs(seeds)
+    reset_seeds = [int(s) for r in rngs for s in r.integers(0, 2**31 - 1, size=episodes)]
+    noise = np.stack([r.standard_normal((horizon, episodes, act_dim)) for r in rngs], axis=1)
+    return reset_seeds, noise
+
+
+def _episode_batch(
+    policy: Policy,
+    bufs: Mapping[str, np.ndarray],
+    steps: int,
+    diverged: np.ndarray,
+    reset_seeds: Sequence[int],
+) -> EpisodeBatch:
+    """Step-major buffers ``[T, N, K, ...]`` (first ``steps`` used) → an :class:`EpisodeBatch`."""
+    dev = policy.device
+
+    def tt(x: np.ndarray) -> torch.Tensor:  # [T, N, K, ...] -> [N, K, T, ...]
+        return torch.as_tensor(np.ascontiguousarray(np.moveaxis(x[:steps], 0, 2)), device=dev)
+
+    raw = tt(bufs["obs"])
+    rewards = tt(bufs["rew"])
     return EpisodeBatch(
         obs=policy.normalize(raw),
         raw_obs=raw,
-        actions=tt(act_buf),
+        actions=tt(bufs["act"]),
         rewards=rewards,
-        mask=tt(mask_buf),
-        logp=tt(logp_buf),
+        mask=tt(bufs["mask"]),
+        logp=tt(bufs["logp"]),
         returns=rewards.sum(-1),
         diverged=int(diverged.sum()),
         reset_seeds=tuple(reset_seeds),
-        diverged_mask=diverged.reshape(n, k).copy(),
+        diverged_mask=diverged.copy(),
     )
 
 
@@ -340,9 +364,7 @@ def run_actor_episodes(
     try:
         horizon = int(env.max_episode_steps)
         act_dim = int(env.single_action_space.shape[0])
-        rngs = task_rngs(seeds)
-        reset_seeds = [int(s) for r in rngs for s in r.integers(0, 2**31 - 1, size=k)]
-        noise = np.stack([r.standard_normal((horizon, k, act_dim)) for r in rngs], axis=1)
+        reset_seeds, noise = draw_episode_randomness(seeds, k, horizon, act_dim)
         noise = noise.reshape(horizon, n * k, act_dim)
         obs, _ = env.reset(seed=reset_seeds)
         if reset_actor:

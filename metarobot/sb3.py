@@ -29,6 +29,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from metarobot.adaptation import adapt
 from metarobot.envs import BatchedMujocoEnv, Task, make_batched, task_split
 from metarobot.policies import GaussianMLP, Policy, RunningNorm
+from metarobot.stateful import StatefulPolicy
+from metarobot.validation import check_int
 
 __all__ = [
     "SB3Reptile",
@@ -99,7 +101,7 @@ def from_sb3(model: BaseAlgorithm, meta: dict[str, Any] | None = None) -> Policy
 
 
 def to_sb3(
-    policy: Policy, env: gym.Env | VecEnv, algo: str = "PPO", **algo_kwargs: Any
+    policy: Policy | StatefulPolicy, env: gym.Env | VecEnv, algo: str = "PPO", **algo_kwargs: Any
 ) -> BaseAlgorithm:
     """An SB3 model whose actor is ``policy`` (normalization folded into the first layer).
 
@@ -115,6 +117,12 @@ def to_sb3(
     Raises:
         ValueError: On an unsupported algorithm or mismatched spaces.
     """
+    if isinstance(policy, StatefulPolicy):
+        raise ValueError(
+            f"to_sb3 converts MLP policies; a {policy.kind} policy carries per-episode context "
+            "that SB3's MlpPolicy cannot hold: use it through reset()/act() (or predict(..., "
+            "episode_start=...)), and metarobot.adapt to adapt it"
+        )
     if algo not in _ALGOS:
         raise ValueError(f"algo must be one of {sorted(_ALGOS)}, got {algo!r}")
     obs_space, act_space = env.observation_space, env.action_space
@@ -285,8 +293,7 @@ class TaskScheduleCallback(BaseCallback):
 
     def __init__(self, every: int, tasks: Sequence[Task] | None = None, seed: int = 0) -> None:
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        check_int("every", every)
         self.every = every
         self.tasks = list(tasks) if tasks is not None else None
         self.rng = np.random.default_rng(seed)
@@ -377,8 +384,7 @@ class SB3Reptile:
 
     def learn(self, iterations: int) -> BaseAlgorithm:
         """Run ``iterations`` meta-iterations; returns the meta-trained SB3 model."""
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+        check_int("iterations", iterations)
         for _ in range(iterations):
             theta = self._float_state(self.model)
             deltas = {k: torch.zeros_like(v) for k, v in theta.items()}

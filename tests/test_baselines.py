@@ -177,12 +177,7 @@ def test_different_depth_rejected(fn):
         fn([a, b])
 
 
-# Regression: ensemble / parameter_average (metarobot/baselines.py, the shape checks compare
-# only ``params.keys()``) accept experts of the same depth but different widths or families.
-# parameter_average then fails inside torch.stack with a RuntimeError; ensemble silently builds
-# a policy whose net says hidden=(8, 8) while member 1 holds (16, 16) weights: it acts, but
-# its saved checkpoint cannot be loaded ("damaged checkpoint"). Fix: compare
-# ``{k: v.shape for k, v in e.params.items()}`` (and obs/act dims) and raise ValueError.
+# Rule: experts of another width, size or family are refused with a ValueError.
 @pytest.mark.parametrize("fn", [baselines.ensemble, baselines.parameter_average])
 @pytest.mark.parametrize(
     "other",

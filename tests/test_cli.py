@@ -351,10 +351,7 @@ def test_evaluate_writes_records(checkpoint, workdir):
     assert [float(r["return"]) for r in rows] == [r["return"] for r in recs]
 
 
-# Regression: `metarobot evaluate --tasks N` (cli.py, `task_split(env_id)[1][: args.tasks]`)
-# silently evaluates fewer tasks when N exceeds the test split (10 tasks), while the config
-# equivalent eval.n_test_tasks = 99 is a ValueError. Fix: raise ValueError naming --tasks and
-# the allowed range [1, len(test split)].
+# Rule: --tasks beyond the test split is an error naming --tasks and the allowed range.
 def test_evaluate_too_many_tasks_is_an_error(checkpoint, capsys):
     code, _, err = run_main(
         capsys,

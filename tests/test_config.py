@@ -254,9 +254,7 @@ def test_unknown_key_from_file(tmp_path):
         load_config(p)
 
 
-# Regression load_config reads the file with Path.read_text() (locale encoding) instead of bytes for
-# tomllib; a file that is not UTF-8 raises a bare UnicodeDecodeError whose message does not name
-# the file (and on non-UTF-8 locales a valid UTF-8 config with non-ASCII text is mis-decoded).
+# Rule: a config file that is not UTF-8 is a ValueError that names the file.
 def test_non_utf8_file_error_names_file(tmp_path):
     p = tmp_path / "latin1.toml"
     p.write_bytes(b'description = "caf\xe9"\n' + VALID_TOML.encode())

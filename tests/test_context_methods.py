@@ -192,3 +192,14 @@ def test_checkpoint_kind_dispatch(rma_policy, rec_policy, tmp_path):
         raw = torch.load(path, weights_only=True)
         assert raw["net"]["kind"] == pol.kind
         assert metarobot.load(path).meta["algorithm"] == pol.kind
+
+
+def test_to_sb3_refuses_stateful_policies(rec_policy):
+    import gymnasium as gym
+
+    from metarobot.sb3 import to_sb3
+
+    env = gym.make(PENDULUM)
+    with pytest.raises(ValueError, match="recurrent policy carries per-episode context"):
+        to_sb3(rec_policy, env)
+    env.close()

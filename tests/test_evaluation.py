@@ -149,10 +149,7 @@ def test_evaluate_method_records(policy, tasks):
     assert cells == {(t, s, k) for t in (4, 7) for s in seeds for k in ks}
 
 
-# Regression: evaluate_method (metarobot/evaluation.py, `for seed in seeds: for k in ks:`) declares
-# `ks: Iterable[int]` but iterates it once per seed, so a one-shot iterable (generator, map,
-# iter(...)) yields records for the first seed only and silently drops the rest. Fix:
-# `ks = list(ks); seeds = list(seeds)` at the top of the function.
+# Rule: ks and seeds may be one-shot iterables; every (seed, k) cell is evaluated.
 def test_evaluate_method_accepts_one_shot_iterables(policy, tasks):
     recs = evaluate_method(
         "x", policy, PENDULUM, tasks, ks=iter([0]), seeds=iter([0, 1]), episodes=1, nthread=1

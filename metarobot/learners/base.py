@@ -26,6 +26,7 @@ from metarobot.envs import Task, make_batched, task_split
 from metarobot.io import atomic_torch_save
 from metarobot.policies import Params, Policy, RunningNorm, make_policy, resolve_device
 from metarobot.rollout import EpisodeBatch, collect, compute_advantages
+from metarobot.validation import check_int
 
 __all__ = ["MetaConfig", "MetaLearner", "make_policy"]  # make_policy: from metarobot.policies
 
@@ -87,8 +88,7 @@ class MetaConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a finite number in (0, inf), got {v!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_int("seed", self.seed, minimum=0)
         if self.nthread is not None and (
             isinstance(self.nthread, bool) or not isinstance(self.nthread, int) or self.nthread < 0
         ):
@@ -273,52 +273,29 @@ class MetaLearner:
         Returns:
             The meta-trained policy (a copy).
         """
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-        if (
-            isinstance(checkpoint_every, bool)
-            or not isinstance(checkpoint_every, int)
-            or checkpoint_every < 1
-        ):
-            raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+        check_int("iterations", iterations)
+        check_int("checkpoint_every", checkpoint_every)
         if state_path is not None:
             self.resume(state_path)
-        tb = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(log_dir=str(tensorboard_dir))
+        tb = self._tensorboard(tensorboard_dir)
+        bar = tqdm(
+            total=iterations,
+            initial=min(self.iteration, iterations),
+            desc=f"{self.name} {self.env_id}",
+            disable=not progress,
+        )
         try:
-            bar = tqdm(
-                total=iterations,
-                initial=min(self.iteration, iterations),
-                desc=f"{self.name} {self.env_id}",
-                disable=not progress,
-            )
             while self.iteration < iterations:
                 row = self.step()
-                bar.update(1)
-                bar.set_postfix(
-                    pre=f"{row['pre_return']:.1f}",
-                    post=f"{row.get('post_return', float('nan')):.1f}",
-                )
-                if log_path is not None:
-                    self._write_log(log_path)
-                if tb is not None:
-                    for key, val in row.items():
-                        if key != "iteration":
-                            tb.add_scalar(f"{self.name}/{key}", val, self.iteration)
+                self._report_iteration(row, bar, log_path, tb)
                 if callback is not None:
                     callback(self, row)
                 if self.iteration % checkpoint_every == 0:
-                    if checkpoint_path is not None:
-                        self.policy.save(checkpoint_path)
-                    if state_path is not None:
-                        self.save_state(state_path)
-            bar.close()
+                    self._checkpoint(checkpoint_path, state_path)
             if state_path is not None and self.iteration % checkpoint_every != 0:
                 self.save_state(state_path)
         finally:
+            bar.close()
             if tb is not None:
                 tb.close()
         self.policy.meta["iterations"] = self.iteration
@@ -326,6 +303,38 @@ class MetaLearner:
         if checkpoint_path is not None:
             self.policy.save(checkpoint_path)
         return self.policy.clone()
+
+    # ------------------------------------------------------------------ logging helpers
+    @staticmethod
+    def _tensorboard(folder: str | Path | None) -> Any:
+        if folder is None:
+            return None
+        from torch.utils.tensorboard import SummaryWriter  # optional and slow to import
+
+        return SummaryWriter(log_dir=str(folder))
+
+    def _report_iteration(
+        self, row: dict[str, float], bar: Any, log_path: str | Path | None, tb: Any
+    ) -> None:
+        """Progress bar, CSV log and TensorBoard scalars of one iteration."""
+        bar.update(1)
+        bar.set_postfix(
+            pre=f"{row['pre_return']:.1f}", post=f"{row.get('post_return', float('nan')):.1f}"
+        )
+        if log_path is not None:
+            self._write_log(log_path)
+        if tb is not None:
+            for key, val in row.items():
+                if key != "iteration":
+                    tb.add_scalar(f"{self.name}/{key}", val, self.iteration)
+
+    def _checkpoint(
+        self, checkpoint_path: str | Path | None, state_path: str | Path | None
+    ) -> None:
+        if checkpoint_path is not None:
+            self.policy.save(str(checkpoint_path))
+        if state_path is not None:
+            self.save_state(state_path)
 
     def _write_log(self, path: str | Path) -> None:
         """Rewrite the CSV log from the history (so a resumed run's log is whole)."""
