@@ -31,6 +31,7 @@ from torch import nn
 from metarobot.context import TaskFeatures
 from metarobot.envs import Task, make_batched
 from metarobot.policies import RunningNorm
+from metarobot.validation import check_int
 
 __all__ = ["EpisodicNet", "PPOSettings", "train_episodic_ppo"]
 
@@ -65,7 +66,7 @@ class PPOSettings:
     Args:
         lr: Adam learning rate.
         epochs: Passes over each batch.
-        minibatches: Groups of worlds per pass.
+        minibatches: Groups of episodes per pass (at most one episode per group).
         gamma: Discount.
         lam: GAE λ.
         clip: Clip range of the probability ratio.
@@ -133,8 +134,9 @@ def train_episodic_ppo(
         ValueError: If ``steps`` cannot hold one iteration or the minibatch count is invalid.
     """
     ps = settings or PPOSettings()
-    if not 1 <= ps.minibatches <= n_envs:
-        raise ValueError(f"minibatches must be in [1, n_envs={n_envs}], got {ps.minibatches!r}")
+    check_int("minibatches", ps.minibatches)
+    check_int("epochs", ps.epochs)
+    check_int("batch_steps", ps.batch_steps)
     env = make_batched(env_id, list(tasks[:1]) * n_envs, autoreset_mode="disabled", nthread=nthread)
     horizon = int(env.max_episode_steps)
     obs_dim = int(env.single_observation_space.shape[0])
@@ -289,7 +291,7 @@ def _update(
     old_logp = torch.as_tensor(batch["logp"])
     ret_t = torch.as_tensor(ret, dtype=torch.float32)
     n = x.shape[0]
-    groups = np.array_split(np.arange(n), ps.minibatches)
+    groups = np.array_split(np.arange(n), min(ps.minibatches, n))  # never an empty group
     pg = vloss = torch.zeros(())
     for _ in range(ps.epochs):
         perm = rng.permutation(n)

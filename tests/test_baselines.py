@@ -125,7 +125,15 @@ def test_ensemble_save_load_and_adapt(sb3_experts, test_tasks, tmp_path):
 
     snapshot = {k: v.clone() for k, v in loaded.params.items()}
     adapted = metarobot.adapt(
-        loaded, PENDULUM, task=test_tasks[0], episodes=1, lr=0.05, seed=0, device="cpu", nthread=1
+        loaded,
+        PENDULUM,
+        task=test_tasks[0],
+        episodes=1,
+        lr=0.05,
+        seed=0,
+        device="cpu",
+        nthread=1,
+        safe=False,
     )
     assert isinstance(adapted, Policy)
     assert isinstance(adapted.net, EnsembleMLP)

@@ -157,7 +157,7 @@ def test_recurrent_rejects_bad_settings():
     with pytest.raises(ValueError, match="steps"):
         train_recurrent(PENDULUM, steps=0)
     with pytest.raises(ValueError, match="minibatches"):
-        train_recurrent(PENDULUM, steps=10, n_envs=2, settings=PPOSettings(minibatches=3))
+        train_recurrent(PENDULUM, steps=10, n_envs=2, settings=PPOSettings(minibatches=0))
 
 
 def test_unknown_method_is_named():
