@@ -200,6 +200,7 @@ def _train_meta(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, An
             checkpoint_every=cfg.meta.checkpoint_every,
             progress=False,
             state_path=path.with_suffix(".state.pt"),
+            max_env_steps=cfg.budget_steps,
         )
     finally:
         learner.close()
@@ -223,7 +224,9 @@ def _meta_steps(cfg: ExperimentConfig, name: str) -> int:
     per_task = (
         m.episodes * m.reptile_inner_steps if name == "reptile" else m.episodes + m.post_episodes
     )
-    return m.iterations * m.meta_batch * per_task * horizon(cfg.family)
+    most = m.iterations * m.meta_batch * per_task * horizon(cfg.family)
+    # With a budget, meta-training stops before an iteration could exceed it.
+    return most if cfg.budget_steps is None else min(most, cfg.budget_steps)
 
 
 def _load_seeded(name: str) -> Callable[[ExperimentConfig, int, Path], AnyPolicy]:

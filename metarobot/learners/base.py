@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -173,6 +174,12 @@ class MetaLearner:
         """
         raise NotImplementedError
 
+    def iteration_steps(self) -> int:
+        """The most environment steps one iteration can use (every episode at the horizon)."""
+        cfg = self.config
+        horizon = int(gym.spec(self.env_id).max_episode_steps or 1000)
+        return cfg.meta_batch * (cfg.episodes + cfg.post_episodes) * horizon
+
     # ------------------------------------------------------------------ helpers
     def _config_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self.config)
@@ -249,8 +256,13 @@ class MetaLearner:
         progress: bool = True,
         callback: Callable[[MetaLearner, dict[str, float]], None] | None = None,
         state_path: str | Path | None = None,
+        max_env_steps: int | None = None,
     ) -> Policy:
         """Meta-train until ``iterations`` meta-iterations are done in total.
+
+        With ``max_env_steps``, training also stops before an iteration could take the total
+        environment steps past it (an iteration uses at most :meth:`iteration_steps`), so a
+        budget is used as fully as possible and never exceeded.
 
         With ``state_path``, the full training state (parameters, step sizes, normalizer,
         optimizer, RNG state, history) is written atomically every ``checkpoint_every``
@@ -269,6 +281,7 @@ class MetaLearner:
             progress: Show a progress bar.
             callback: Called after every iteration with the learner and its metrics.
             state_path: Resumable training state (see above).
+            max_env_steps: Environment-step budget (see above).
 
         Returns:
             The meta-trained policy (a copy).
@@ -285,7 +298,9 @@ class MetaLearner:
             disable=not progress,
         )
         try:
-            while self.iteration < iterations:
+            while self.iteration < iterations and (
+                max_env_steps is None or self.env_steps + self.iteration_steps() <= max_env_steps
+            ):
                 row = self.step()
                 self._report_iteration(row, bar, log_path, tb)
                 if callback is not None:

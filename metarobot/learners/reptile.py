@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import gymnasium as gym
 import torch
 from torch.func import vmap
 
@@ -45,6 +46,11 @@ class Reptile(MetaLearner):
         for key, value in REPTILE_DEFAULTS.items():
             config.setdefault(key, value)
         super().__init__(env_id, policy, **config)
+
+    def iteration_steps(self) -> int:  # noqa: D102
+        cfg = self.config
+        horizon = int(gym.spec(self.env_id).max_episode_steps or 1000)
+        return cfg.meta_batch * cfg.episodes * cfg.inner_steps * horizon
 
     def outer_step(  # noqa: D102
         self, tasks: list[Task], pre: EpisodeBatch, seeds: list[int]
