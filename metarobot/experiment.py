@@ -517,9 +517,9 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
             p = rec / f"{m}-s{seed}.steps.csv"
             if p.exists():
                 rows.append([float(r["mean_reward"]) for r in _csv_rows(p)])
-        if rows:
-            n = min(len(r) for r in rows)
-            curves[m] = np.mean([r[:n] for r in rows], axis=0)
+        if rows:  # an episode that ended gets reward 0 for the rest of the horizon
+            h = registry.horizon(cfg.family)
+            curves[m] = np.mean([np.pad(r[:h], (0, h - len(r[:h]))) for r in rows], axis=0)
     online = [m for m in curves if registry.get(m).policy_type in ("rma", "recurrent")]
     within_episode_png(
         curves, out / "within_episode.png", f"within the first episode: {cfg.family}", online
