@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     paths = [Path(p) for p in args.checkpoints] or sorted((ROOT / "checkpoints").glob("*.pt"))
-    rows = []
+    rows: list[tuple] = []
     t0 = time.perf_counter()
     for path in paths:
         policy = metarobot.load(path)
@@ -67,12 +67,19 @@ def main() -> None:
             )
             lo, hi = bootstrap_ci(diff, args.reps)
             rows.append((path.stem, k, float(np.mean(list(base.values()))), diff.mean(), lo, hi))
+        write(args, rows, paths, time.perf_counter() - t0)  # after every policy: nothing is lost
         print(f"{path.stem}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(Path(args.out).read_text())
+
+
+def write(args: argparse.Namespace, rows: list[tuple], paths: list[Path], seconds: float) -> None:
+    done = {r[0] for r in rows}
+    missing = [p.stem for p in paths if p.stem not in done]
     lines = [
         "# Does adaptation ever hurt? Mean return gain of `metarobot.adapt` over no adaptation",
         "",
         *provenance_lines(),
-        f"- wall time: {time.perf_counter() - t0:.0f} s",
+        f"- wall time: {seconds:.0f} s",
         "",
         f"Held-out test tasks (first {args.tasks} of each family's frozen split) × evaluation "
         f"seeds {args.seeds} (never used by the tables); {args.episodes} evaluation episodes "
@@ -87,8 +94,9 @@ def main() -> None:
     for name, k, r0, g, lo, hi in rows:
         ok = "yes" if hi >= 0 else "**no**"
         lines.append(f"| {name} | {k} | {r0:.1f} | {g:+.2f} | [{lo:+.2f}, {hi:+.2f}] | {ok} |")
+    if missing:
+        lines += ["", "Not measured yet (the run was stopped): " + ", ".join(missing) + "."]
     Path(args.out).write_text("\n".join(lines) + "\n")
-    print(Path(args.out).read_text())
 
 
 if __name__ == "__main__":
