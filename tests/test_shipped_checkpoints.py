@@ -1,4 +1,4 @@
-"""The meta-policies shipped in experiments/checkpoints load and adapt out of the box."""
+"""The policies shipped in experiments/checkpoints load and adapt out of the box."""
 
 from pathlib import Path
 
@@ -25,5 +25,6 @@ def test_shipped_checkpoint_loads_and_adapts(path, tmp_path, monkeypatch):
     assert policy.meta["algorithm"] in path.stem
     task = me.task_split(family)[1][0]
     adapted = metarobot.adapt(policy, family, task=task, episodes=1, seed=0, device="cpu")
-    obs = np.zeros((2, policy.obs_dim), dtype=np.float32)
+    adapted.reset()  # every policy type starts an episode this way (a no-op when stateless)
+    obs = np.zeros(policy.obs_dim, dtype=np.float32)
     assert np.all(np.isfinite(adapted.act(obs, deterministic=True)))
