@@ -31,25 +31,17 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(args)
 
 
+def _git(cwd: str | Path | None, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The short commit of the git work tree at ``cwd`` (``+dirty`` if changed), or None."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        sha = _git(cwd, "rev-parse", "--short", "HEAD")
+        dirty = _git(cwd, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "") if sha else None
