@@ -204,6 +204,15 @@ class RandomizedDynamics(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._last_obs: np.ndarray | None = None
         self._apply(self._active)
 
+    @property
+    def resample_on_reset(self) -> bool:
+        """Whether a reset without a task draws a fresh one (domain randomization)."""
+        return self._resample
+
+    @resample_on_reset.setter
+    def resample_on_reset(self, value: bool) -> None:
+        self._resample = bool(value)
+
     # ------------------------------------------------------------------ tasks
     @staticmethod
     def _disabled_spec(value: Any, nu: int) -> DisabledActuators | None:

@@ -21,12 +21,20 @@ _TRANSPARENT = (TimeLimit, OrderEnforcing, PassiveEnvChecker)
 
 
 def make_world(env_id: str, env_kwargs: dict[str, Any]) -> tuple[gym.Env, RandomizedDynamics]:
-    """The world's outermost env (what ``gym.make`` gives) and its RandomizedDynamics layer."""
-    env = gym.make(env_id, disable_env_checker=True, **env_kwargs)
+    """The world's outermost env (what ``gym.make`` gives) and its RandomizedDynamics layer.
+
+    ``resample_on_reset`` is set on the RandomizedDynamics layer rather than passed to the
+    env's constructor, so that a user's entry point need not accept it.
+    """
+    kwargs = dict(env_kwargs)
+    resample = kwargs.pop("resample_on_reset", None)
+    env = gym.make(env_id, disable_env_checker=True, **kwargs)
     rd = _find_rd(env)
     if rd is None:  # a plain Gymnasium id: every world runs the nominal task
         env = RandomizedDynamics(env, family=env_id)
         rd = env
+    if resample is not None:
+        rd.resample_on_reset = resample
     return env, rd
 
 

@@ -76,6 +76,12 @@ class PPOSettings:
         balance: Weight each episode by ``1/length`` (every task counts equally).
         batch_steps: Episodes are collected (``n_envs`` at a time) until a batch holds at least
             this many steps, so short episodes do not make for tiny, noisy updates.
+        bptt: Truncated back-propagation through time for recurrent networks: the update cuts
+            every episode into chunks of this many steps, each started from the state the
+            network had there during the rollout (as R2D2 and sb3-contrib's RecurrentPPO
+            do). A GRU's cost on a CPU grows with the number of sequential steps, not with the
+            batch, so chunks of 25 make an update several times faster than whole 200-step
+            episodes. None: back-propagate through whole episodes from the initial state.
     """
 
     def __init__(
@@ -91,12 +97,14 @@ class PPOSettings:
         max_grad_norm: float = 0.5,
         balance: bool = True,
         batch_steps: int = 2048,
+        bptt: int | None = None,
     ) -> None:
         self.lr, self.epochs, self.minibatches = lr, epochs, minibatches
         self.gamma, self.lam, self.clip = gamma, lam, clip
         self.ent_coef, self.vf_coef, self.max_grad_norm = ent_coef, vf_coef, max_grad_norm
         self.balance = balance
         self.batch_steps = batch_steps
+        self.bptt = bptt
 
 
 def train_episodic_ppo(
@@ -137,6 +145,8 @@ def train_episodic_ppo(
     check_int("minibatches", ps.minibatches)
     check_int("epochs", ps.epochs)
     check_int("batch_steps", ps.batch_steps)
+    if ps.bptt is not None:
+        check_int("bptt", ps.bptt)
     env = make_batched(env_id, list(tasks[:1]) * n_envs, autoreset_mode="disabled", nthread=nthread)
     horizon = int(env.max_episode_steps)
     obs_dim = int(env.single_observation_space.shape[0])
@@ -191,12 +201,13 @@ def _rollout(
     prev_a = np.zeros((n, act_dim))
     prev_r = np.zeros(n)
     alive = np.ones(n, dtype=bool)
-    xs, raws, acts, logps, vals, rews, masks = [], [], [], [], [], [], []
+    xs, raws, acts, logps, vals, rews, masks, states = [], [], [], [], [], [], [], []
     boot = np.zeros(n)
     std = np.exp(net.log_std.detach().numpy().astype(np.float64))
     for _t in range(horizon):
         on = np.clip((obs - mean_n) * inv_n, -norm.clip, norm.clip)
         x = net.make_input(on, prev_a, prev_r, feats).astype(np.float32)
+        states.append(None if h is None else h.numpy().copy())  # this step's start state
         with torch.no_grad():
             mu, v, h = net(torch.as_tensor(x)[:, None], h)
         mu, v = mu[:, 0].numpy().astype(np.float64), v[:, 0].numpy()
@@ -223,7 +234,7 @@ def _rollout(
         if not alive.any():
             break
     rew = np.stack(rews, 1)
-    return {
+    out = {
         "x": np.stack(xs, 1),
         "raw_obs": np.stack(raws, 1),
         "act": np.stack(acts, 1),
@@ -234,6 +245,11 @@ def _rollout(
         "boot": boot,
         "ret": float(rew.sum(1).mean()),
     }
+    if h is not None:  # a recurrent net: keep the state each step started from, for bptt
+        zero = np.zeros_like(h.numpy())
+        full = [zero if st is None else st for st in states]  # None: the zero initial state
+        out["h"] = np.stack(full, 0).transpose(2, 0, 1, 3)  # [T, layers, N, H] → [N, T, layers, H]
+    return out
 
 
 def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,7 +258,9 @@ def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
         return parts[0]
     t_len = max(p["mask"].shape[1] for p in parts)
     out: dict[str, Any] = {}
-    for key in ("x", "raw_obs", "act", "logp", "val", "rew", "mask"):
+    keys = ["x", "raw_obs", "act", "logp", "val", "rew", "mask"]
+    keys += ["h"] if "h" in parts[0] else []  # recurrent nets: each step's start state
+    for key in keys:
         arrs = []
         for p in parts:
             a = p[key]
@@ -286,30 +304,38 @@ def _update(
     valid = mask > 0
     a_t = torch.as_tensor(adv, dtype=torch.float32)
     a_t = (a_t - a_t[valid].mean()) / a_t[valid].std().clamp_min(1e-8) * mask
-    x = torch.as_tensor(batch["x"])
-    acts = torch.as_tensor(batch["act"])
-    old_logp = torch.as_tensor(batch["logp"])
-    ret_t = torch.as_tensor(ret, dtype=torch.float32)
-    n = x.shape[0]
+    seqs = {
+        "x": torch.as_tensor(batch["x"]),
+        "act": torch.as_tensor(batch["act"]),
+        "logp": torch.as_tensor(batch["logp"]),
+        "ret": torch.as_tensor(ret, dtype=torch.float32),
+        "adv": a_t,
+        "w": weight,
+    }
+    h0: torch.Tensor | None = None
+    if ps.bptt is not None and "h" in batch:
+        seqs, h0 = _chunks(seqs, torch.as_tensor(batch["h"]), mask, ps.bptt)
+    n = seqs["x"].shape[0]
     groups = np.array_split(np.arange(n), min(ps.minibatches, n))  # never an empty group
     pg = vloss = torch.zeros(())
     for _ in range(ps.epochs):
         perm = rng.permutation(n)
         for g in groups:
             idx = torch.as_tensor(perm[g])
-            mu, v, _ = net(x[idx], initial_state(len(g)))
+            start = initial_state(len(g)) if h0 is None else h0[:, idx].contiguous()
+            mu, v, _ = net(seqs["x"][idx], start)
             log_std = net.log_std
             logp = (
-                -0.5 * ((acts[idx] - mu) / log_std.exp()) ** 2
+                -0.5 * ((seqs["act"][idx] - mu) / log_std.exp()) ** 2
                 - log_std
                 - 0.5 * math.log(2 * math.pi)
             ).sum(-1)
-            ratio = torch.exp(logp - old_logp[idx])
-            w = weight[idx]
+            ratio = torch.exp(logp - seqs["logp"][idx])
+            w, a_i = seqs["w"][idx], seqs["adv"][idx]
             total = w.sum().clamp_min(1e-8)
-            surr = torch.minimum(ratio * a_t[idx], ratio.clamp(1 - ps.clip, 1 + ps.clip) * a_t[idx])
+            surr = torch.minimum(ratio * a_i, ratio.clamp(1 - ps.clip, 1 + ps.clip) * a_i)
             pg = -(surr * w).sum() / total
-            vloss = (((v - ret_t[idx]) ** 2) * w).sum() / total
+            vloss = (((v - seqs["ret"][idx]) ** 2) * w).sum() / total
             ent = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
             loss = pg + ps.vf_coef * vloss - ps.ent_coef * ent
             opt.zero_grad()
@@ -317,3 +343,25 @@ def _update(
             nn.utils.clip_grad_norm_(list(net.parameters()), ps.max_grad_norm)
             opt.step()
     return {"policy_loss": float(pg.detach()), "value_loss": float(vloss.detach())}
+
+
+def _chunks(
+    seqs: dict[str, torch.Tensor], h: torch.Tensor, mask: torch.Tensor, length: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Cut ``[N, T, …]`` sequences into ``[M, length, …]`` chunks that hold at least one step.
+
+    Returns the chunks and each chunk's start state ``[layers, M, H]`` (from the rollout).
+    """
+    n, t_len = mask.shape
+    c = -(-t_len // length)
+    pad = c * length - t_len
+
+    def cut(a: torch.Tensor) -> torch.Tensor:
+        a = torch.nn.functional.pad(a, [0, 0] * (a.ndim - 2) + [0, pad]) if pad else a
+        return a.reshape(n * c, length, *a.shape[2:])
+
+    keep = cut(mask).sum(1) > 0
+    out = {k: cut(v)[keep] for k, v in seqs.items()}
+    starts = h[:, ::length]  # [N, C, layers, H]: the state at each chunk's first step
+    h0 = starts.reshape(n * c, *h.shape[2:])[keep].transpose(0, 1).float()
+    return out, h0

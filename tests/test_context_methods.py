@@ -203,3 +203,41 @@ def test_to_sb3_refuses_stateful_policies(rec_policy):
     with pytest.raises(ValueError, match="recurrent policy carries per-episode context"):
         to_sb3(rec_policy, env)
     env.close()
+
+
+def test_bptt_chunks_start_from_the_rollout_state():
+    """Chunked BPTT with the stored states reproduces the whole-episode forward exactly."""
+    from metarobot.ppo import _chunks
+    from metarobot.recurrent import GRUActorCritic
+
+    torch.manual_seed(0)
+    net = GRUActorCritic(obs_dim=3, act_dim=1, hidden=8)
+    n, t_len, length = 3, 11, 4
+    x = torch.randn(n, t_len, 5)
+    mask = torch.ones(n, t_len)
+    mask[1, 7:] = 0  # a short episode: its last chunk holds no step and is dropped
+    with torch.no_grad():
+        mu_full, _, _ = net(x)
+        h, states = None, []
+        for t in range(t_len):  # the rollout: one step at a time, keeping each start state
+            states.append(torch.zeros(1, n, 8) if h is None else h)
+            _, _, h = net(x[:, t : t + 1], h)
+    stored = torch.stack(states, 0).permute(2, 0, 1, 3)  # [N, T, layers, H]
+    seqs, h0 = _chunks({"x": x, "w": mask}, stored, mask, length)
+    assert seqs["x"].shape == (3 * 3 - 1, length, 5)  # 3 chunks per episode, one dropped
+    with torch.no_grad():
+        mu_c, _, _ = net(seqs["x"], h0)
+    keep = torch.nn.functional.pad(mask, [0, 1]).reshape(-1, length).sum(1) > 0
+    ref_mu = torch.nn.functional.pad(mu_full, [0, 0, 0, 1]).reshape(-1, length, 1)[keep]
+    valid = seqs["w"] > 0
+    torch.testing.assert_close(mu_c[valid], ref_mu[valid], rtol=1e-5, atol=1e-6)
+
+
+def test_recurrent_trains_with_bptt_and_rejects_a_bad_length():
+    pol = train_recurrent(
+        PENDULUM, steps=400, seed=0, n_envs=2, nthread=1, hidden=8,
+        settings=PPOSettings(minibatches=2, epochs=1, bptt=4),
+    )
+    assert pol.meta["env_steps"] <= 400
+    with pytest.raises(ValueError, match="bptt"):
+        train_recurrent(PENDULUM, steps=400, n_envs=2, settings=PPOSettings(bptt=0))
