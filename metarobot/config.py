@@ -131,7 +131,11 @@ class RecurrentSection:
         hidden: GRU size.
         lr: Adam learning rate.
         epochs: PPO passes per batch.
-        minibatches: Groups of episodes per pass.
+        minibatches: Groups of episodes (or of chunks, with ``bptt``) per pass.
+        bptt: Truncated back-propagation through time: chunks of this many steps, each started
+            from its rollout state; 0 back-propagates through whole episodes. Measured on
+            InvertedPendulumRandParams (400k steps, seed 0, one core): 50 → 223 s, mean test
+            return 190; 0 → 496 s, 194.
     """
 
     steps: int = 250_000
@@ -140,6 +144,11 @@ class RecurrentSection:
     lr: float = 1e-3
     epochs: int = 8
     minibatches: int = 4
+    bptt: int = 50
+
+
+# Integer settings for which 0 means something (every other integer must be >= 1).
+_ZERO_ALLOWED = ("eval.ks", "eval.seeds", "recurrent.bptt")
 
 
 @dataclass
@@ -208,7 +217,9 @@ class ExperimentConfig:
                 key = f"{sec_name}.{f.name}"
                 if isinstance(v, bool):
                     continue
-                if isinstance(v, int) and v < 1 and f.name not in ("ks", "seeds"):
+                if key == "recurrent.bptt" and v < 0:
+                    raise ValueError(f"{key} must be >= 0 (0: whole episodes), got {v}")
+                if isinstance(v, int) and v < 1 and key not in _ZERO_ALLOWED:
                     raise ValueError(f"{key} must be >= 1, got {v}")
                 bad_float = isinstance(v, float) and not (math.isfinite(v) and v > 0)
                 if bad_float and (f.name != "init_log_std" or not math.isfinite(v)):

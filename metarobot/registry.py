@@ -368,7 +368,9 @@ def _train_rec(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         n_envs=r.n_envs,
         nthread=cfg.nthread,
         hidden=r.hidden,
-        settings=PPOSettings(lr=r.lr, epochs=r.epochs, minibatches=r.minibatches),
+        settings=PPOSettings(
+            lr=r.lr, epochs=r.epochs, minibatches=r.minibatches, bptt=r.bptt or None
+        ),
     )
     pol.save(path)
 

@@ -2,8 +2,8 @@
 
 Two phases, both on the batched simulator over the family's training tasks:
 
-1. **Teacher.** PPO (stable-baselines3, the same settings as the domain-randomization baseline)
-   on observations extended with the task's privileged features (:class:`TaskFeatures`); an
+1. **Teacher.** Episodic PPO (:mod:`metarobot.ppo`, task-balanced) on observations extended
+   with the task's privileged features (:class:`TaskFeatures`); an
    encoder inside the policy maps them to a small latent ``z`` (tanh, so ``z ∈ [-1, 1]^d``), and
    actor and critic see ``[obs, z]``.
 2. **Student.** An adaptation module ``φ(o_t, (o, a)_{t-1..t-H}) → ẑ`` regresses the teacher's
