@@ -110,6 +110,8 @@ class RMASection:
         teacher_envs: Worlds (episodes) the teacher runs at a time.
         student_envs: Worlds (episodes) per student iteration.
         lr: The teacher's Adam learning rate.
+        scale_rewards: Scale the teacher's rewards by the running std of discounted returns
+            (see :class:`~metarobot.ppo.PPOSettings`).
     """
 
     teacher_steps: int = 200_000
@@ -119,6 +121,7 @@ class RMASection:
     teacher_envs: int = 16
     student_envs: int = 32
     lr: float = 1e-3
+    scale_rewards: bool = True
 
 
 @dataclass
@@ -136,6 +139,8 @@ class RecurrentSection:
             from its rollout state; 0 back-propagates through whole episodes. Measured on
             InvertedPendulumRandParams (400k steps, seed 0, one core): 50 → 223 s, mean test
             return 190; 0 → 496 s, 194.
+        scale_rewards: Scale rewards by the running std of discounted returns (see
+            :class:`~metarobot.ppo.PPOSettings`).
     """
 
     steps: int = 250_000
@@ -145,6 +150,7 @@ class RecurrentSection:
     epochs: int = 8
     minibatches: int = 4
     bptt: int = 50
+    scale_rewards: bool = True
 
 
 # Integer settings for which 0 means something (every other integer must be >= 1).

@@ -76,6 +76,12 @@ class PPOSettings:
         balance: Weight each episode by ``1/length`` (every task counts equally).
         batch_steps: Episodes are collected (``n_envs`` at a time) until a batch holds at least
             this many steps, so short episodes do not make for tiny, noisy updates.
+        scale_rewards: Divide rewards by the running standard deviation of the discounted
+            return before GAE and the value targets (SB3's ``VecNormalize(norm_reward=True)``,
+            CleanRL's ``NormalizeReward``), so the critic's targets stay near unit scale. Without
+            it, returns of a few hundred make the value loss swamp the policy gradient in the
+            shared GRU trunk after gradient clipping: the recurrent policy did not learn to move
+            on HalfCheetahVel in 400k steps. The policy's reward input stays raw.
         bptt: Truncated back-propagation through time for recurrent networks: the update cuts
             every episode into chunks of this many steps, each started from the state the
             network had there during the rollout (as R2D2 and sb3-contrib's RecurrentPPO
@@ -98,6 +104,7 @@ class PPOSettings:
         balance: bool = True,
         batch_steps: int = 2048,
         bptt: int | None = None,
+        scale_rewards: bool = True,
     ) -> None:
         self.lr, self.epochs, self.minibatches = lr, epochs, minibatches
         self.gamma, self.lam, self.clip = gamma, lam, clip
@@ -105,6 +112,7 @@ class PPOSettings:
         self.balance = balance
         self.batch_steps = batch_steps
         self.bptt = bptt
+        self.scale_rewards = scale_rewards
 
 
 def train_episodic_ppo(
@@ -153,6 +161,7 @@ def train_episodic_ppo(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6E0]))
     opt = torch.optim.Adam(net.parameters(), lr=ps.lr, eps=1e-5)
     norm = RunningNorm(obs_dim)
+    ret_stats = RunningNorm(1)  # of discounted returns, for scale_rewards
     used, it = 0, 0
     log: list[dict[str, float]] = []
     try:
@@ -166,6 +175,8 @@ def train_episodic_ppo(
                 if got >= ps.batch_steps or used + n_envs * horizon > steps:
                     break
             batch = _concat(parts)
+            if ps.scale_rewards:
+                batch = _scaled_rewards(batch, ret_stats, ps.gamma)
             adv, ret = _gae(batch, ps.gamma, ps.lam)
             stats = _update(net, opt, batch, adv, ret, rng, ps, initial_state)
             norm.update(batch["raw_obs"][batch["mask"] > 0])
@@ -270,6 +281,18 @@ def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out["boot"] = np.concatenate([p["boot"] for p in parts])
     out["ret"] = float(out["rew"].sum(1).mean())
     return out
+
+
+def _scaled_rewards(batch: dict[str, Any], stats: RunningNorm, gamma: float) -> dict[str, Any]:
+    """The batch with rewards divided by the running std of discounted returns (updated first)."""
+    rew, mask = batch["rew"], batch["mask"]
+    disc = np.zeros_like(rew)
+    acc = np.zeros(rew.shape[0])
+    for t in range(rew.shape[1]):  # G_t = r_t + γ G_{t-1} along each episode, as NormalizeReward
+        acc = acc * gamma + rew[:, t]
+        disc[:, t] = acc
+    stats.update(disc[mask > 0][:, None])
+    return {**batch, "rew": rew / float(np.sqrt(stats.var[0] + 1e-8))}
 
 
 def _gae(batch: dict[str, Any], gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:

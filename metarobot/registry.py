@@ -347,7 +347,7 @@ def _train_rma(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         hidden=tuple(cfg.meta.hidden),
         z_dim=r.z_dim,
         history=r.history,
-        settings=PPOSettings(lr=r.lr),
+        settings=PPOSettings(lr=r.lr, scale_rewards=r.scale_rewards),
     )
     pol.save(path)
 
@@ -369,7 +369,11 @@ def _train_rec(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         nthread=cfg.nthread,
         hidden=r.hidden,
         settings=PPOSettings(
-            lr=r.lr, epochs=r.epochs, minibatches=r.minibatches, bptt=r.bptt or None
+            lr=r.lr,
+            epochs=r.epochs,
+            minibatches=r.minibatches,
+            bptt=r.bptt or None,
+            scale_rewards=r.scale_rewards,
         ),
     )
     pol.save(path)

@@ -241,3 +241,17 @@ def test_recurrent_trains_with_bptt_and_rejects_a_bad_length():
     assert pol.meta["env_steps"] <= 400
     with pytest.raises(ValueError, match="bptt"):
         train_recurrent(PENDULUM, steps=400, n_envs=2, settings=PPOSettings(bptt=0))
+
+
+def test_reward_scaling_divides_by_the_std_of_discounted_returns():
+    from metarobot.policies import RunningNorm
+    from metarobot.ppo import _scaled_rewards
+
+    rew = np.array([[1.0, 1.0, 1.0], [2.0, 0.0, 0.0]])
+    mask = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])  # the second episode lasts one step
+    stats = RunningNorm(1)
+    out = _scaled_rewards({"rew": rew, "mask": mask, "ret": 5.0}, stats, gamma=0.5)
+    returns = np.array([1.0, 1.5, 1.75, 2.0])  # G_t = r_t + γ G_{t-1}, valid steps only
+    np.testing.assert_allclose(stats.var[0], returns.var(), rtol=1e-3)
+    np.testing.assert_allclose(out["rew"], rew / np.sqrt(returns.var() + 1e-8), rtol=1e-3)
+    assert out["ret"] == 5.0  # the logged return stays raw
