@@ -65,6 +65,7 @@ from metarobot.envs.kernels import (
     supported_robots,
 )
 from metarobot.envs.randomization import Task
+from metarobot.envs.randomized import RandomizedDynamics
 from metarobot.envs.worlds import kernel_for as _kernel_for
 from metarobot.envs.worlds import make_world as _make_world
 from metarobot.envs.worlds import time_limit as _time_limit
@@ -433,6 +434,14 @@ class WarpBatchedEnv(VectorEnv):
         self._needs_reset = np.ones(n, dtype=bool)
         self._goal = self._goal_arrays()
         self.closed = False
+
+    @property
+    def host_env(self) -> RandomizedDynamics:
+        """The host copy of the robot (its spaces, tasks and nominal model; all worlds share it).
+
+        The worlds themselves live on the device; stepping this env does not touch them.
+        """
+        return self._host
 
     def _model_array(self, name: str) -> wp.array:
         """The device array of a model field (``opt.<name>`` for options)."""

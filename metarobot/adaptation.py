@@ -23,9 +23,16 @@ import torch
 from torch.func import grad, vmap
 
 from metarobot.checkpoint import AnyPolicy, check_compatible
-from metarobot.envs import BatchedMujocoEnv, Task, find_randomized, make_batched
+from metarobot.envs import BatchedMujocoEnv, Task, find_randomized
+from metarobot.envs.batched import ENGINES
 from metarobot.policies import Params, Policy, gaussian_log_prob, resolve_device
-from metarobot.rollout import EpisodeBatch, collect, compute_advantages, episode_returns
+from metarobot.rollout import (
+    EpisodeBatch,
+    collect,
+    compute_advantages,
+    episode_env,
+    episode_returns,
+)
 from metarobot.stateful import StatefulPolicy
 from metarobot.validation import check_int
 
@@ -107,6 +114,7 @@ def adapt_many(
     return_batch: bool = False,
     safe: bool = True,
     validation_episodes: int | None = None,
+    engine: str = "batch",
 ) -> list[AnyPolicy] | tuple[list[AnyPolicy], EpisodeBatch | None]:
     """Adapt one policy to N environments at once.
 
@@ -142,16 +150,26 @@ def adapt_many(
         return_batch: Also return the adaptation episodes (MLP policies; None otherwise).
         safe: Keep an adaptation only when it does not lower the validation return.
         validation_episodes: Episodes per policy and environment of the safeguard (default K).
+        engine: Simulator of the episodes: ``"batch"`` (mujoco.batch, CPU) or ``"warp"``
+            (MuJoCo Warp on ``device``: episodes, gradient steps and the safeguard stay on the
+            device; MLP policies only).
 
     Returns:
         N adapted policies (and the episodes when ``return_batch``). Each has
         ``meta["adapted"]`` saying what was done and whether the safeguard kept it.
 
     Raises:
-        ValueError: On bad counts, step sizes, device, or a policy that does not fit the env.
+        ValueError: On bad counts, step sizes, device, or engine, or a policy that does not fit
+            the env.
     """
     if not isinstance(policy, (Policy, StatefulPolicy)):
         raise ValueError(f"policy must be a metarobot policy, got {type(policy)!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    if engine != "batch" and isinstance(policy, StatefulPolicy):
+        raise ValueError(
+            f"engine={engine!r} adapts MLP policies only; {policy.kind} policies use engine='batch'"
+        )
     k = check_int("episodes", episodes)
     v_eps = (
         k if validation_episodes is None else check_int("validation_episodes", validation_episodes)
@@ -178,13 +196,15 @@ def adapt_many(
     else:
         s = _default_steps(policy, steps)
         candidates, batch = _gradient_candidates(
-            policy, env_id, tasks, k, s, lr, dev, seeds, clip, gamma, lam, nthread
+            policy, env_id, tasks, k, s, lr, dev, seeds, clip, gamma, lam, nthread, engine
         )
         what = f"{s} gradient step(s)"
     for c, t in zip(candidates, tasks, strict=True):
         c.meta["adapted"] = {"task": t.to_json(), "episodes": k, "update": what}
     if safe:
-        candidates = _safeguard(policy, candidates, env_id, tasks, v_eps, seeds, nthread)
+        candidates = _safeguard(
+            policy, candidates, env_id, tasks, v_eps, seeds, nthread, engine, dev
+        )
     return (candidates, batch) if return_batch else candidates
 
 
@@ -201,15 +221,14 @@ def _gradient_candidates(
     gamma: float,
     lam: float,
     nthread: int | None,
+    engine: str,
 ) -> tuple[list[AnyPolicy], EpisodeBatch]:
     n = len(tasks)
     work = policy.clone().to(dev)
     alpha = _step_sizes(work, lr, dev)
-    env = make_batched(
-        env_id, [t for t in tasks for _ in range(k)], autoreset_mode="disabled", nthread=nthread
-    )
+    env = episode_env(env_id, tasks, k, nthread=nthread, engine=engine, device=dev)
     try:
-        check_compatible(work, env.worlds[0])
+        check_compatible(work, env.host_env if engine == "warp" else env.worlds[0])
         stacked = {
             key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()
         }
@@ -237,23 +256,27 @@ def _safeguard(
     episodes: int,
     seeds: list[int | None],
     nthread: int | None,
+    engine: str,
+    dev: torch.device,
 ) -> list[AnyPolicy]:
     """Per task: the candidate if its validation return is not lower than the original's."""
     n = len(tasks)
     vseeds = [None if s is None else s + VALIDATION_SEED_OFFSET for s in seeds]
     base = [policy] * n
     if isinstance(policy, Policy):  # one stacked run needs every parameter set on one device
-        base = [policy.clone().to("cpu")] * n
-        candidates_cpu: list[AnyPolicy] = [c.clone().to("cpu") for c in candidates]  # type: ignore[union-attr]
+        run_dev = dev if engine == "warp" else torch.device("cpu")  # Warp: stay on the device
+        base = [policy.clone().to(run_dev)] * n
+        candidates_run: list[AnyPolicy] = [c.clone().to(run_dev) for c in candidates]  # type: ignore[union-attr]
     else:
-        candidates_cpu = candidates
+        candidates_run = candidates
     rets, _, _, _ = episode_returns(
-        [*base, *candidates_cpu],
+        [*base, *candidates_run],
         env_id,
         [*tasks, *tasks],
         episodes=episodes,
         seeds=[*vseeds, *vseeds],
         nthread=nthread,
+        engine=engine,
     )
     mean = rets.mean(1)
     out: list[AnyPolicy] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,12 +24,17 @@ from metarobot.envs.randomization import Task
 from metarobot.policies import Policy, gaussian_log_prob
 from metarobot.stateful import BatchActor, StatefulPolicy
 
+#: With a device-resident engine, look whether any world is still alive every this many steps
+#: (one flag crosses to the host); the episodes are trimmed to the same length either way.
+_ALIVE_CHECK = 16
+
 __all__ = [
     "ActorEpisodes",
     "EpisodeBatch",
     "collect",
     "compute_advantages",
     "draw_episode_randomness",
+    "episode_env",
     "episode_returns",
     "linear_baseline",
     "run_actor_episodes",
@@ -156,47 +162,87 @@ def collect(
     # same whether it is collected alone or with others (chaotic robots would amplify them).
     params64 = {key: v.double() for key, v in params.items()}
 
-    obs_buf = np.zeros((horizon, n, k, obs_dim), dtype=np.float32)
-    act_buf = np.zeros((horizon, n, k, act_dim), dtype=np.float32)
-    rew_buf = np.zeros((horizon, n, k), dtype=np.float32)
-    mask_buf = np.zeros((horizon, n, k), dtype=np.float32)
-    logp_buf = np.zeros((horizon, n, k), dtype=np.float32)
-    alive = np.ones(n * k, dtype=bool)
-    diverged = np.zeros(n * k, dtype=bool)
+    # Buffers live on the policy's device. With an engine that keeps observations on the device
+    # (Warp, as_torch=True) nothing crosses to the host inside the loop except one flag every
+    # _ALIVE_CHECK steps; with the CPU engine observations arrive as numpy arrays.
+    def buf(*shape: int) -> torch.Tensor:
+        return torch.zeros((horizon, *shape), dtype=torch.float32, device=dev)
+
+    obs_buf, act_buf = buf(n, k, obs_dim), buf(n, k, act_dim)
+    rew_buf, mask_buf, logp_buf = buf(n, k), buf(n, k), buf(n, k)
+    alive = torch.ones(n * k, dtype=torch.bool, device=dev)
+    diverged = torch.zeros(n * k, dtype=torch.bool, device=dev)
     options = None
     if tasks is not None:
         if len(tasks) != n:
             raise ValueError(f"tasks must hold one task per task slot ({n}), got {len(tasks)}")
         options = {"tasks": [t for t in tasks for _ in range(k)]}
     obs, _ = env.reset(seed=reset_seeds, options=options)
+    on_device = isinstance(obs, torch.Tensor)
+    low_t = torch.as_tensor(low, dtype=torch.float32, device=dev)
+    high_t = torch.as_tensor(high, dtype=torch.float32, device=dev)
+    noise_t = torch.as_tensor(noise, dtype=torch.float64, device=dev)
+
+    def tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:  # numpy (CPU engine) or torch
+        return torch.as_tensor(x, device=dev).to(dtype)
+
     with torch.no_grad():
         for t in range(horizon):
-            o = torch.as_tensor(obs.astype(np.float32), device=dev).reshape(n, k, obs_dim)
+            o = tensor(obs, torch.float32).reshape(n, k, obs_dim)
             on = policy.normalize(o).double()
             if stacked:
                 mean, log_std = batched_dist(params64, on)  # [N,K,A], [N,A]
                 log_std = log_std[:, None, :]
             else:
                 mean, log_std = dist(params64, on)
-            eps = torch.as_tensor(noise[t], device=dev, dtype=torch.float64)
-            act = (mean if deterministic else mean + torch.exp(log_std) * eps).float()
-            logp = gaussian_log_prob(mean.float(), log_std.float(), act)
-            a_np = act.cpu().numpy()
-            obs_buf[t], act_buf[t] = o.cpu().numpy(), a_np
-            logp_buf[t] = logp.cpu().numpy()
+            act = (mean if deterministic else mean + torch.exp(log_std) * noise_t[t]).float()
+            obs_buf[t], act_buf[t] = o, act
+            logp_buf[t] = gaussian_log_prob(mean.float(), log_std.float(), act)
             mask_buf[t] = alive.reshape(n, k)
-            obs, rew, term, trunc, info = env.step(np.clip(a_np.reshape(n * k, act_dim), low, high))
-            rew_buf[t] = np.where(alive, rew, 0.0).reshape(n, k)
-            diverged |= alive & info["diverged"]
-            alive &= ~(term | trunc)
-            if not alive.any():
-                horizon_used = t + 1
+            a_env = torch.clamp(act.reshape(n * k, act_dim), low_t, high_t)
+            obs, rew, term, trunc, info = env.step(a_env if on_device else a_env.cpu().numpy())
+            rew_buf[t] = torch.where(alive, tensor(rew, torch.float32), 0.0).reshape(n, k)
+            diverged |= alive & tensor(info["diverged"], torch.bool)
+            alive &= ~(tensor(term, torch.bool) | tensor(trunc, torch.bool))
+            if (not on_device or (t + 1) % _ALIVE_CHECK == 0) and not bool(alive.any()):
                 break
-        else:
-            horizon_used = horizon
+        # The last step any world was alive: the same length whichever engine ran it.
+        live = torch.nonzero(mask_buf.reshape(horizon, -1).any(1)).flatten()
+        horizon_used = int(live.max()) + 1 if len(live) else 1
 
     bufs = {"obs": obs_buf, "act": act_buf, "rew": rew_buf, "mask": mask_buf, "logp": logp_buf}
-    return _episode_batch(policy, bufs, horizon_used, diverged.reshape(n, k), reset_seeds)
+    return _episode_batch(
+        policy, bufs, horizon_used, diverged.reshape(n, k).cpu().numpy(), reset_seeds
+    )
+
+
+def episode_env(
+    env_id: str,
+    tasks: Sequence[Task],
+    episodes: int,
+    *,
+    nthread: int | None = None,
+    engine: str = "batch",
+    device: str | torch.device | None = None,
+) -> Any:
+    """The batched env :func:`collect` runs: world ``i·K + k`` on ``tasks[i]``, no autoreset.
+
+    Args:
+        env_id: Family id.
+        tasks: The N tasks.
+        episodes: K worlds per task.
+        nthread: Simulator threads (CPU engine).
+        engine: ``"batch"`` (mujoco.batch on CPU threads) or ``"warp"`` (MuJoCo Warp; its
+            observations stay on ``device`` as torch tensors, so collection makes no host
+            round trip per step).
+        device: The Warp device (the policy's device: ``"cpu"`` or ``"cuda"``); ignored by the
+            CPU engine.
+    """
+    worlds = [t for t in tasks for _ in range(episodes)]
+    if engine == "warp":
+        dev = None if device is None else str(device)
+        return make_batched(env_id, worlds, autoreset_mode="disabled", engine=engine, device=dev)
+    return make_batched(env_id, worlds, autoreset_mode="disabled", nthread=nthread, engine=engine)
 
 
 def draw_episode_randomness(
@@ -215,7 +261,7 @@ def draw_episode_randomness(
 
 def _episode_batch(
     policy: Policy,
-    bufs: Mapping[str, np.ndarray],
+    bufs: Mapping[str, torch.Tensor],
     steps: int,
     diverged: np.ndarray,
     reset_seeds: Sequence[int],
@@ -223,8 +269,8 @@ def _episode_batch(
     """Step-major buffers ``[T, N, K, ...]`` (first ``steps`` used) → an :class:`EpisodeBatch`."""
     dev = policy.device
 
-    def tt(x: np.ndarray) -> torch.Tensor:  # [T, N, K, ...] -> [N, K, T, ...]
-        return torch.as_tensor(np.ascontiguousarray(np.moveaxis(x[:steps], 0, 2)), device=dev)
+    def tt(x: torch.Tensor) -> torch.Tensor:  # [T, N, K, ...] -> [N, K, T, ...]
+        return torch.movedim(x[:steps], 0, 2).contiguous().to(dev)
 
     raw = tt(bufs["obs"])
     rewards = tt(bufs["rew"])
@@ -397,6 +443,7 @@ def episode_returns(
     seeds: Sequence[int | None],
     nthread: int | None = None,
     rewards: bool = False,
+    engine: str = "batch",
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray | None]:
     """Deterministic episodes of ``policies[i]`` on ``tasks[i]`` (any policy type).
 
@@ -404,15 +451,26 @@ def episode_returns(
     :class:`~metarobot.stateful.BatchActor` (world ``i·K + k`` runs ``policies[i]``). All
     policies must be of one type and shape.
 
+    ``engine="warp"`` runs MLP policies on MuJoCo Warp on their device (see
+    :func:`episode_env`); stateful policies run on the CPU engine.
+
     Returns:
         Returns ``[N, K]``, diverged flags ``[N, K]``, the world reset seeds, and with
         ``rewards`` the per-step rewards ``[N, K, T]`` (else None).
+
+    Raises:
+        ValueError: On a policy count that does not match the tasks, mixed policy types, or
+            ``engine="warp"`` with stateful policies.
     """
     n = len(tasks)
     if len(policies) != n:
         raise ValueError(f"need one policy per task, got {len(policies)} policies for {n} tasks")
     lead = policies[0]
     if isinstance(lead, StatefulPolicy):
+        if engine != "batch":
+            raise ValueError(
+                f"engine={engine!r} runs MLP policies only; stateful policies use engine='batch'"
+            )
         actor = type(lead).batch_actor([p for p in policies for _ in range(episodes)])
         ep = run_actor_episodes(
             actor, env_id, tasks, episodes=episodes, seeds=seeds, nthread=nthread
@@ -420,12 +478,7 @@ def episode_returns(
         return ep.returns, ep.diverged, ep.reset_seeds, ep.rewards if rewards else None
     if any(isinstance(p, StatefulPolicy) for p in policies):
         raise ValueError("policies of one call must all be stateful or all be plain MLPs")
-    env = make_batched(
-        env_id,
-        [t for t in tasks for _ in range(episodes)],
-        autoreset_mode="disabled",
-        nthread=nthread,
-    )
+    env = episode_env(env_id, tasks, episodes, nthread=nthread, engine=engine, device=lead.device)
     try:
         stacked = {k: torch.stack([p.params[k].detach() for p in policies]) for k in lead.params}
         batch = collect(

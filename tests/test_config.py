@@ -94,8 +94,8 @@ def test_every_shipped_config_loads(path):
 def test_quickstart_holds_every_trained_method_to_one_budget():
     cfg = load_config(QUICKSTART)
     assert cfg.family == PENDULUM
-    assert {"rma", "recurrent", "domain_randomization", "oracle"} <= set(cfg.methods)
-    assert cfg.budget_steps == 200_000
+    assert {"recurrent", "ensemble", "domain_randomization", "oracle"} <= set(cfg.methods)
+    assert cfg.budget_steps == 300_000
     planned = registry.check_budget(cfg)
     trained = [m for m in cfg.methods if m not in ("oracle", "scratch")]
     assert all(0.95 * cfg.budget_steps <= planned[m] <= cfg.budget_steps for m in trained)

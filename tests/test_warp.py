@@ -281,3 +281,86 @@ def test_reward_varying_family_follows_the_cpu_engine():
         _, rw, _, _, _ = warp_env.step(torch.from_numpy(a))
         _, rc, _, _, _ = cpu_env.step(a)
         assert rel_err(rw.numpy(), rc) < RTOL
+
+
+# ------------------------------------------------------------- learning on the device (slow)
+REACHER = "metarobot/ReacherRandParams-v0"  # 50-step episodes, no contacts: float32 stays close
+
+
+@pytest.mark.slow
+def test_collect_on_warp_matches_the_cpu_engine():
+    """Episodes collected on Warp (tensors on the device throughout) match the CPU engine."""
+    from metarobot.policies import make_policy
+    from metarobot.rollout import collect, episode_env
+
+    policy = make_policy(REACHER, hidden=(16, 16), seed=0)
+    tasks = me.task_split(REACHER)[1][:2]
+    batches = []
+    for engine in ("warp", "batch"):
+        env = episode_env(REACHER, tasks, 2, nthread=1, engine=engine, device="cpu")
+        try:
+            batches.append(
+                collect(
+                    policy, env, policy.params, n_tasks=2, episodes=2, seeds=[5, 6], stacked=False
+                )
+            )
+        finally:
+            env.close()
+    warp_b, cpu_b = batches
+    assert warp_b.obs.shape == cpu_b.obs.shape  # same episode length, same layout
+    assert warp_b.reset_seeds == cpu_b.reset_seeds
+    assert rel_err(warp_b.raw_obs.numpy(), cpu_b.raw_obs.numpy()) < RTOL
+    assert rel_err(warp_b.returns.numpy(), cpu_b.returns.numpy()) < RTOL
+
+
+@pytest.mark.slow
+def test_adapt_many_and_meta_training_run_on_warp():
+    """adapt_many and one MAML iteration run end to end on the Warp engine."""
+    import metarobot
+    from metarobot.policies import make_policy
+
+    policy = make_policy(REACHER, hidden=(16, 16), seed=0)
+    tasks = me.task_split(REACHER)[1][:2]
+    kw = {"episodes": 2, "seed": 0, "device": "cpu", "lr": 0.05, "safe": False}
+    on_warp = metarobot.adapt_many(policy, REACHER, tasks, engine="warp", **kw)
+    on_cpu = metarobot.adapt_many(policy, REACHER, tasks, engine="batch", nthread=1, **kw)
+    for w, c in zip(on_warp, on_cpu, strict=True):
+        step_c = np.concatenate([(c.params[k] - policy.params[k]).flatten() for k in c.params])
+        step_w = np.concatenate([(w.params[k] - policy.params[k]).flatten() for k in w.params])
+        # Float32 physics moves the gradient step by a small fraction of its size.
+        assert np.linalg.norm(step_w - step_c) < 0.05 * np.linalg.norm(step_c)
+    guarded = metarobot.adapt_many(policy, REACHER, tasks, engine="warp", **{**kw, "safe": True})
+    for p in guarded:  # the safeguard ran on the device too, and kept the better one
+        info = p.meta["adapted"]
+        better = info["validation_return_adapted"] >= info["validation_return_original"]
+        assert info["accepted"] == better
+    learner = metarobot.MAML(
+        REACHER,
+        meta_batch=2,
+        episodes=1,
+        post_episodes=1,
+        hidden=(16, 16),
+        device="cpu",
+        engine="warp",
+        seed=0,
+    )
+    learner.train(1, progress=False)
+    assert all(torch.isfinite(v).all() for v in learner.policy.params.values())
+
+
+def test_warp_engine_refuses_stateful_policies_and_names_bad_engines():
+    import metarobot
+    from metarobot.policies import RunningNorm, make_policy
+    from metarobot.recurrent import GRUActorCritic, RecurrentPolicy
+
+    pend = "metarobot/InvertedPendulumRandParams-v0"
+    cfg = {"obs_dim": 4, "act_dim": 1, "hidden": 4}
+    meta = make_policy(pend).meta
+    rec = RecurrentPolicy(cfg, GRUActorCritic(4, 1, 4), RunningNorm(4), meta)
+    tasks = me.task_split(pend)[1][:1]
+    with pytest.raises(ValueError, match="engine='warp' adapts MLP policies only"):
+        metarobot.adapt_many(rec, pend, tasks, engine="warp")
+    with pytest.raises(ValueError, match=r"engine must be one of \['batch', 'warp'\], got 'gpu'"):
+        metarobot.adapt_many(rec, pend, tasks, engine="gpu")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        metarobot.MAML(pend, engine="gpu")

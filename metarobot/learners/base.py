@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metarobot.envs import Task, make_batched, task_split
+from metarobot.envs import Task, task_split
+from metarobot.envs.batched import ENGINES
 from metarobot.io import atomic_torch_save
 from metarobot.policies import Params, Policy, RunningNorm, make_policy, resolve_device
-from metarobot.rollout import EpisodeBatch, collect, compute_advantages
+from metarobot.rollout import EpisodeBatch, collect, compute_advantages, episode_env
 from metarobot.validation import check_int
 
 __all__ = ["MetaConfig", "MetaLearner", "make_policy"]  # make_policy: from metarobot.policies
@@ -53,6 +54,8 @@ class MetaConfig:
         seed: Seed of everything (weights, task sampling, episodes).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         nthread: Simulator threads (default: all cores).
+        engine: Simulator: ``"batch"`` (mujoco.batch on CPU threads) or ``"warp"`` (MuJoCo
+            Warp on ``device``: episodes are collected there, with no host round trip per step).
     """
 
     meta_batch: int = 20
@@ -71,6 +74,7 @@ class MetaConfig:
     seed: int = 0
     device: str = "auto"
     nthread: int | None = None
+    engine: str = "batch"
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field and its allowed range."""
@@ -109,6 +113,8 @@ class MetaConfig:
         if not (0 <= self.lam <= 1):
             raise ValueError(f"lam must be in [0, 1], got {self.lam!r}")
         resolve_device(self.device)
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
 
 
 class MetaLearner:
@@ -191,8 +197,13 @@ class MetaLearner:
         n = self.config.meta_batch * episodes
         if n not in self._envs:
             tasks = [self.train_tasks[i % len(self.train_tasks)] for i in range(n)]
-            self._envs[n] = make_batched(
-                self.env_id, tasks, autoreset_mode="disabled", nthread=self.config.nthread
+            self._envs[n] = episode_env(
+                self.env_id,
+                tasks,
+                1,
+                nthread=self.config.nthread,
+                engine=self.config.engine,
+                device=self.device,
             )
         return self._envs[n]
 
