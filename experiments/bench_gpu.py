@@ -10,9 +10,9 @@ count, one ``make_batched(id, tasks, engine="warp", device=...)`` is measured th
   once: ``N·H / (H·t_step + t_reset)``.
 
 Next to it, the CPU engine (``mujoco.batch`` on all cores) for world counts up to
-``--cpu-max-worlds``; and, unless ``--no-adapt``, ``adapt_many`` with torch on the device
-against torch on the CPU (both collect episodes on the CPU engine: its rollout code has no Warp
-path yet).
+``--cpu-max-worlds``; and, unless ``--no-adapt``, ``adapt_many`` on the Warp engine (episodes,
+gradient steps and safeguard on the device) against the CPU loop (the CPU engine, torch on the
+CPU), and one MAML meta-training iteration on each.
 
 Usage (one prepared command per machine)::
 
@@ -142,21 +142,43 @@ def bench_cpu_engine(fid: str, n: int, steps: int) -> float:
 
 
 def bench_adapt(fid: str, sizes: list[int], dev: str) -> list[tuple[int, float, float]]:
-    """Adaptations/s of adapt_many with torch on ``dev`` and on the CPU (K=1, S=1)."""
+    """Adaptations/s of adapt_many on Warp (``dev``) and of the CPU loop (K=1, S=1, guarded)."""
     import metarobot
 
     policy = metarobot.make_policy(fid, seed=0)
     tasks_all = me.task_split(fid, n_train=max(sizes))[0]
-    metarobot.adapt_many(policy, fid, tasks_all[:2], episodes=1, steps=1, device=dev, seed=0)
+    warp = {"engine": "warp", "device": dev}
+    cpu = {"engine": "batch", "device": "cpu"}
+    for kw in (warp, cpu):  # compile kernels and warm caches outside the timed runs
+        metarobot.adapt_many(policy, fid, tasks_all[:2], episodes=1, steps=1, seed=0, **kw)
     rows = []
     for n in sizes:
         rates = []
-        for d in (dev, "cpu"):
+        for kw in (warp, cpu):
+            _sync(dev)
             t0 = time.perf_counter()
-            metarobot.adapt_many(policy, fid, tasks_all[:n], episodes=1, steps=1, device=d, seed=0)
+            metarobot.adapt_many(policy, fid, tasks_all[:n], episodes=1, steps=1, seed=0, **kw)
+            _sync(dev)
             rates.append(n / (time.perf_counter() - t0))
         rows.append((n, rates[0], rates[1]))
-        print(f"  adapt_many N={n}: {dev} {rates[0]:.2f}/s, cpu {rates[1]:.2f}/s", flush=True)
+        print(f"  adapt_many N={n}: warp {rates[0]:.2f}/s, cpu loop {rates[1]:.2f}/s", flush=True)
+    return rows
+
+
+def bench_meta_iteration(fid: str, dev: str, meta_batch: int) -> list[tuple[str, float]]:
+    """Seconds of one MAML iteration (after a warm-up iteration) on Warp and on the CPU engine."""
+    import metarobot
+
+    rows = []
+    for name, kw in (("warp", {"engine": "warp", "device": dev}), ("cpu", {"device": "cpu"})):
+        learner = metarobot.MAML(fid, meta_batch=meta_batch, seed=0, **kw)
+        learner.train(1, progress=False)  # compile and warm up
+        _sync(dev)
+        t0 = time.perf_counter()
+        learner.train(2, progress=False)  # one more iteration (train counts from the start)
+        _sync(dev)
+        rows.append((name, time.perf_counter() - t0))
+        print(f"  MAML iteration ({name}): {rows[-1][1]:.2f} s", flush=True)
     return rows
 
 
@@ -281,19 +303,27 @@ def main() -> None:
         lines += [
             f"## `adapt_many` throughput (`{fid}`, K=1 episode, S=1 gradient step)",
             "",
-            f"Adaptations/s with torch on `{dev}` and on the CPU; episodes are collected on the "
-            "CPU engine in both (metarobot's rollout code has no Warp path yet)."
-            + (
-                " Here both columns run on the CPU: the ratio only shows measurement noise."
-                if kind == "cpu"
-                else ""
-            ),
+            f"Adaptations/s (K = 1 episode, S = 1 gradient step, safeguard on): "
+            f"`adapt_many(..., engine='warp', device='{dev}')` (episodes, gradient steps and "
+            "validation episodes on the device) against the CPU loop (CPU engine, torch on the "
+            "CPU). Target on an H100/H200: ≥ 20× at N = 256.",
             "",
-            f"| N | torch on {dev} | torch on cpu | ratio |",
+            "| N | Warp | CPU loop | ratio |",
             "|---:|---:|---:|---:|",
         ]
         for n, on_dev, on_cpu in bench_adapt(fid, sizes, dev):
             lines.append(f"| {n:,} | {on_dev:.2f} | {on_cpu:.2f} | {on_dev / on_cpu:.2f}× |")
+        write(args.out, [*lines, ""])
+        vel = "metarobot/HalfCheetahVel-v0"
+        lines += [
+            "",
+            f"## One MAML meta-training iteration (`{vel}`, meta-batch 20, 2 + 2 episodes)",
+            "",
+            "| engine | seconds per iteration |",
+            "|---|---:|",
+        ]
+        for name, sec in bench_meta_iteration(vel, dev, 20):
+            lines.append(f"| {name} | {sec:.2f} |")
         lines.append("")
     write(args.out, lines)
 
