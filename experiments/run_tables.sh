@@ -16,6 +16,6 @@ chain() {
   done
 }
 mkdir -p runs
-chain half_cheetah_vel half_cheetah_rand_params &
+chain half_cheetah_rand_params &
 chain quickstart inverted_pendulum_rand_params hopper_rand_params &
 wait
