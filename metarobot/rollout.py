@@ -239,10 +239,10 @@ def episode_env(
             CPU engine.
     """
     worlds = [t for t in tasks for _ in range(episodes)]
-    if engine == "warp":
-        dev = None if device is None else str(device)
-        return make_batched(env_id, worlds, autoreset_mode="disabled", engine=engine, device=dev)
-    return make_batched(env_id, worlds, autoreset_mode="disabled", nthread=nthread, engine=engine)
+    dev = str(device) if engine == "warp" and device is not None else None
+    return make_batched(
+        env_id, worlds, autoreset_mode="disabled", nthread=nthread, engine=engine, device=dev
+    )
 
 
 def draw_episode_randomness(
