@@ -44,9 +44,10 @@ def adapt(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         seed: Seed of the episodes (same seed → same adapted policy on CPU).
         task: The task, when ``env`` is a family id.
-        **kwargs: ``safe`` (default True: keep the adaptation only if it does not lower the
-            return on fresh validation episodes), ``validation_episodes``, ``clip``, ``gamma``,
-            ``lam``, ``nthread`` (see :func:`metarobot.adapt_many`).
+        **kwargs: ``safe`` (default True: keep the adaptation only if its gain on fresh
+            validation episodes clears zero by ``margin`` standard errors),
+            ``validation_episodes``, ``margin``, ``clip``, ``gamma``, ``lam``, ``nthread`` (see
+            :func:`metarobot.adapt_many`).
 
     Returns:
         The adapted policy.

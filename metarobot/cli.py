@@ -171,6 +171,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         safe=not args.no_safeguard,
+        margin=args.margin,
     )
     adapted.save(args.out)
     info = adapted.meta.get("adapted", {})
@@ -379,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-safeguard",
         action="store_true",
         help="keep the update even if it lowers the return on fresh validation episodes",
+    )
+    a.add_argument(
+        "--margin",
+        type=float,
+        default=1.0,
+        help="standard errors of the paired validation gain an update must clear to be kept "
+        "(>= 0; 0 keeps any update that is not lower on average)",
     )
     a.add_argument("--device", default="auto", help="auto, cpu or cuda")
     a.add_argument("--out", required=True, help="where to save the adapted policy")

@@ -1,0 +1,95 @@
+"""Train one method on a family's training split and score it on training tasks only.
+
+A screen for choosing families and settings before a table is run: it never touches the test
+split, so nothing chosen with it is tuned on held-out tasks. It prints one Markdown row with the
+mean return over the first ``--tasks`` training tasks (``--episodes`` deterministic episodes
+each, evaluation seed ``--eval-seed``) and the wall time.
+
+Usage::
+
+    python experiments/train_probe.py --family HalfCheetahDir --method recurrent --steps 400000
+    python experiments/train_probe.py --family HalfCheetahReversed --method rma --steps 400000
+    python experiments/train_probe.py --family HalfCheetahReversed --method domain_randomization
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import metarobot
+from metarobot.baselines import train_domain_randomization
+from metarobot.envs import task_split
+from metarobot.evaluation import evaluation_returns
+from metarobot.ppo import PPOSettings
+
+METHODS = ("recurrent", "rma", "domain_randomization")
+
+
+def train(method: str, env_id: str, steps: int, seed: int, args: argparse.Namespace) -> object:
+    """Train ``method`` on the training split of ``env_id`` for ``steps`` environment steps."""
+    tasks = task_split(env_id)[0]
+    if method == "recurrent":
+        return metarobot.train_recurrent(
+            env_id,
+            steps=steps,
+            seed=seed,
+            tasks=tasks,
+            n_envs=args.n_envs,
+            nthread=1,
+            settings=PPOSettings(epochs=10),
+        )
+    if method == "rma":
+        teacher = int(steps * 0.8)
+        return metarobot.train_rma(
+            env_id,
+            teacher_steps=teacher,
+            student_steps=steps - teacher,
+            seed=seed,
+            tasks=tasks,
+            n_envs=args.n_envs,
+            nthread=1,
+        )
+    return train_domain_randomization(env_id, steps, seed=seed, tasks=tasks, nthread=1)
+
+
+def main() -> None:
+    """Parse the command line, train, score on training tasks, print one row."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", required=True, help="family name, e.g. HalfCheetahDir")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--steps", type=int, default=400_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-envs", type=int, default=16)
+    p.add_argument("--tasks", type=int, default=10, help="first N training tasks scored")
+    p.add_argument("--episodes", type=int, default=2)
+    p.add_argument("--eval-seed", type=int, default=0)
+    p.add_argument("--save", type=Path, default=None, help="save the trained policy here")
+    args = p.parse_args()
+    if args.steps <= 0:
+        raise ValueError(f"--steps must be > 0, got {args.steps}")
+    torch.set_num_threads(1)
+    env_id = f"metarobot/{args.family}-v0"
+    t0 = time.time()
+    policy = train(args.method, env_id, args.steps, args.seed, args)
+    wall = time.time() - t0
+    tasks = task_split(env_id)[0][: args.tasks]
+    rets = evaluation_returns(
+        [policy] * len(tasks), env_id, tasks, episodes=args.episodes, seed=args.eval_seed
+    )
+    if args.save is not None:
+        metarobot.save(policy, args.save)
+    per_task = ", ".join(f"{r:.1f}" for r in rets)
+    print(
+        f"| {args.family} | {args.method} | {args.steps:,} | {args.seed} | "
+        f"{float(np.mean(rets)):.1f} | {per_task} | {wall:.0f} |",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
