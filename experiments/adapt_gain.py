@@ -83,8 +83,9 @@ def write(args: argparse.Namespace, rows: list[tuple], paths: list[Path], second
         "",
         f"Held-out test tasks (first {args.tasks} of each family's frozen split) × evaluation "
         f"seeds {args.seeds} (never used by the tables); {args.episodes} evaluation episodes "
-        "per cell. Adaptation with default settings (safeguard on: an update is kept only if it "
-        "does not lower the return on K fresh validation episodes). Gain = return after "
+        "per cell. Adaptation with default settings (safeguard on: an update is kept only if "
+        "its paired gain on max(K, 4) fresh validation episodes clears zero by one standard "
+        "error). Gain = return after "
         "adapting with K episodes − return without, paired per (task, seed); 95% bootstrap CI. "
         "The target is a gain ≥ 0 within its CI for every policy and K.",
         "",

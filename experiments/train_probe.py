@@ -41,7 +41,7 @@ def train(method: str, env_id: str, steps: int, seed: int, args: argparse.Namesp
             tasks=tasks,
             n_envs=args.n_envs,
             nthread=1,
-            settings=PPOSettings(epochs=10),
+            settings=PPOSettings(lr=args.lr, epochs=10),
         )
     if method == "rma":
         teacher = int(steps * 0.8)
@@ -53,6 +53,7 @@ def train(method: str, env_id: str, steps: int, seed: int, args: argparse.Namesp
             tasks=tasks,
             n_envs=args.n_envs,
             nthread=1,
+            settings=PPOSettings(lr=args.lr),
         )
     return train_domain_randomization(env_id, steps, seed=seed, tasks=tasks, nthread=1)
 
@@ -65,6 +66,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-envs", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4, help="PPO step size (rma, recurrent)")
     p.add_argument("--tasks", type=int, default=10, help="first N training tasks scored")
     p.add_argument("--episodes", type=int, default=2)
     p.add_argument("--eval-seed", type=int, default=0)
