@@ -98,6 +98,8 @@ def _default_steps(policy: Policy, steps: int | None) -> int:
 VALIDATION_SEED_OFFSET = 500_009
 #: The safeguard's validation episodes per policy when the caller gives none: max(K, this).
 DEFAULT_VALIDATION_EPISODES = 4
+#: Standard errors of the paired validation gain an update must clear by default.
+DEFAULT_MARGIN = 1.0
 
 
 def adapt_many(
@@ -117,7 +119,7 @@ def adapt_many(
     return_batch: bool = False,
     safe: bool = True,
     validation_episodes: int | None = None,
-    margin: float = 1.0,
+    margin: float = DEFAULT_MARGIN,
     engine: str = "batch",
 ) -> list[AnyPolicy] | tuple[list[AnyPolicy], EpisodeBatch | None]:
     """Adapt one policy to N environments at once.

@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metarobot import registry
+from metarobot.adaptation import DEFAULT_MARGIN, DEFAULT_VALIDATION_EPISODES
 from metarobot.config import ExperimentConfig, load_config
 from metarobot.envs import task_split
 from metarobot.evaluation import (
@@ -465,8 +466,10 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
         f"meta-learners, {e.adapt_lr} for baselines); RMA fixes the latent its adaptation "
         "module inferred; the recurrent policy carries its GRU state across the K episodes. "
         "K = 0 is no adaptation, but the context policies still adapt online within the "
-        "episode. Every adaptation passes the safeguard (kept only if it does not lower the "
-        "return on K fresh validation episodes against the original policy).",
+        "episode. Every adaptation passes the safeguard: it is kept only if its paired gain "
+        f"over max(K, {DEFAULT_VALIDATION_EPISODES}) fresh validation episodes (against the "
+        "original policy, same start states) clears zero by "
+        f"{DEFAULT_MARGIN:g} standard error(s).",
         "Budget: "
         + (
             f"every trained method is held to budget_steps = {cfg.budget_steps:,} environment "

@@ -44,6 +44,9 @@ EXPECTED: dict[str, dict] = {
     "metarobot/HalfCheetahReversed-v0": {
         "scales": {"body_mass": (0.8, 1.25, 1), "actuator_direction": ({-1.0, 1.0}, "nu")}
     },
+    "metarobot/HalfCheetahReversedIID-v0": {
+        "scales": {"body_mass": (0.8, 1.25, 1), "actuator_direction": ({-1.0, 1.0}, "nu")}
+    },
     "metarobot/HalfCheetahDir-v0": {"goal": {"direction": {-1.0, 1.0}}},
     "metarobot/HopperRandParams-v0": {"scales": PEARL},
     "metarobot/Walker2dRandParams-v0": {"scales": PEARL},

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 import metarobot.envs as me
-from metarobot.envs.families.half_cheetah_reversed import HalfCheetahReversed, ReversedMotors
+from metarobot.envs.families.half_cheetah_reversed import (
+    HalfCheetahReversed,
+    HalfCheetahReversedIID,
+    ReversedMotors,
+)
 
 FID = HalfCheetahReversed.ID
 NU = 6
@@ -45,6 +49,15 @@ def test_test_split_is_out_of_distribution():
     assert all(n_reversed(t) == 3 for t in test)
     train_patterns = {t.scale("actuator_direction") for t in train}
     assert not train_patterns & {t.scale("actuator_direction") for t in test}
+
+
+def test_iid_variant_tests_on_the_training_distribution():
+    train, test = me.task_split(HalfCheetahReversedIID.ID)
+    assert all(n_reversed(t) <= 2 for t in [*train, *test])
+    assert {n_reversed(t) for t in test} > {0} and not set(train) & set(test)
+    # the same robot and training distribution as the OOD family, under its own id
+    env = gym.make(HalfCheetahReversedIID.ID)
+    assert env.get_wrapper_attr("get_task")().family == HalfCheetahReversedIID.ID
 
 
 @pytest.mark.parametrize("motor", range(NU))

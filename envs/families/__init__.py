@@ -8,7 +8,10 @@ from metarobot.envs.families.half_cheetah import (
     HalfCheetahRandParams,
     HalfCheetahVel,
 )
-from metarobot.envs.families.half_cheetah_reversed import HalfCheetahReversed
+from metarobot.envs.families.half_cheetah_reversed import (
+    HalfCheetahReversed,
+    HalfCheetahReversedIID,
+)
 from metarobot.envs.families.hopper import HopperRandParams
 from metarobot.envs.families.inverted_pendulum import InvertedPendulumRandParams
 from metarobot.envs.families.reacher import ReacherRandParams
@@ -20,6 +23,7 @@ ALL_FAMILIES: tuple[type[Family], ...] = (
     HalfCheetahVel,
     HalfCheetahDir,
     HalfCheetahReversed,
+    HalfCheetahReversedIID,
     HopperRandParams,
     Walker2dRandParams,
     AntRandParams,
@@ -39,6 +43,7 @@ __all__ = [
     "HalfCheetahDir",
     "HalfCheetahRandParams",
     "HalfCheetahReversed",
+    "HalfCheetahReversedIID",
     "HalfCheetahVel",
     "HopperRandParams",
     "InvertedPendulumRandParams",

@@ -12,7 +12,7 @@ import numpy as np
 from metarobot.envs.families._base import Family, FixedMassHalfCheetahEnv
 from metarobot.envs.randomization import Choice, LogUniform
 
-__all__ = ["HalfCheetahReversed", "ReversedMotors"]
+__all__ = ["HalfCheetahReversed", "HalfCheetahReversedIID", "ReversedMotors"]
 
 
 @dataclass(frozen=True)
@@ -150,13 +150,57 @@ class HalfCheetahReversed(Family):
     HORIZON = 200
     #: Probability that one motor is reversed (before conditioning on the count).
     REVERSE_PROBABILITY = 0.25
+    #: Numbers of reversed motors in training tasks.
+    TRAIN_COUNTS: tuple[int, ...] = (0, 1, 2)
+    #: Numbers of reversed motors in test tasks (None: drawn as in training).
+    TEST_COUNTS: tuple[int, ...] | None = (3,)
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
         p = self.REVERSE_PROBABILITY
+        test = self.TEST_COUNTS
         super().__init__(
             FixedMassHalfCheetahEnv(**kwargs),
             resample_on_reset=resample_on_reset,
             body_mass=LogUniform(0.8, 1.25),
-            actuator_direction=ReversedMotors(probability=p, counts=(0, 1, 2)),
-            test_overrides={"actuator_direction": ReversedMotors(probability=p, counts=(3,))},
+            actuator_direction=ReversedMotors(probability=p, counts=self.TRAIN_COUNTS),
+            test_overrides=(
+                None
+                if test is None
+                else {"actuator_direction": ReversedMotors(probability=p, counts=test)}
+            ),
         )
+
+
+class HalfCheetahReversedIID(HalfCheetahReversed):
+    """HalfCheetahReversed with an in-distribution test split.
+
+    ## Description
+    The same robot and training distribution as
+    :class:`HalfCheetahReversed`: each of the six motors is wired in reverse with probability
+    1/4, given that at most two are. Here the test tasks are drawn from that same distribution
+    (new body-mass draws, wirings of at most two reversed motors), so this family asks whether a
+    policy can infer a wiring of the kind it trained on; ``HalfCheetahReversed`` asks whether it
+    can infer a wiring it has never seen (three reversed motors).
+
+    ## Randomized parameters
+    | parameter | train and test | elements |
+    |---|---|---|
+    | actuator direction | each −1 w.p. 1/4, given ≤ 2 reversed | per actuator |
+    | body mass and inertia | U_log[0.8, 1.25] | shared |
+
+    ## Observation / Action
+    As HalfCheetah-v5: 17-dim ``(qpos[1:], qvel)``; 6 torques in [-1, 1] (the polarity is not
+    observed).
+
+    ## Reward
+    HalfCheetah-v5's: forward velocity − 0.1·|a|².
+
+    ## Episode end
+    Truncated after 200 steps, or on divergence (``info["diverged"]``).
+
+    ## Version history
+    - v0: initial release (Gymnasium HalfCheetah-v5).
+    """
+
+    ID = "metarobot/HalfCheetahReversedIID-v0"
+    TEST_COUNTS = None
