@@ -20,6 +20,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym
 import imageio.v2 as imageio
+import mujoco
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -29,8 +30,24 @@ from metarobot.envs import task_split
 ROOT = Path(__file__).resolve().parent
 
 
+def wiring(direction: tuple[float, ...] | None) -> str:
+    """Label of a task's motor polarity: one motor, or which of several are reversed."""
+    if not direction:
+        return ""
+    if len(direction) == 1:
+        return f", motor {'reversed' if direction[0] < 0 else 'normal'}"
+    rev = [str(i) for i, s in enumerate(direction) if s < 0]
+    return f", motors reversed: {', '.join(rev)}" if rev else ", no motor reversed"
+
+
 def run(policy: object, env_id: str, task: object, seed: int, size: tuple[int, int]) -> tuple:
-    env = gym.make(env_id, render_mode="rgb_array", width=size[0], height=size[1])
+    view = {"render_mode": "rgb_array", "width": size[0], "height": size[1]}
+    env = gym.make(env_id, **view)
+    model = env.unwrapped.model
+    if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "track") >= 0:
+        # a runner leaves a fixed view within a second: use the model's tracking camera
+        env.close()
+        env = gym.make(env_id, camera_name="track", **view)
     frames, rewards = [], []
     obs, _ = env.reset(seed=seed, options={"task": task})
     policy.reset()
@@ -68,10 +85,7 @@ def main() -> None:
     left, right = metarobot.load(args.left), metarobot.load(args.right)
     env_id = left.meta["family"]
     task = task_split(env_id)[1][args.task_index]
-    direction = task.scale("actuator_direction")
-    polarity = (
-        f", motor {'reversed' if direction and direction[0] < 0 else 'normal'}" if direction else ""
-    )
+    polarity = wiring(task.scale("actuator_direction"))
     panels = []
     for pol in (left, right):
         frames, ret = run(pol, env_id, task, args.seed, (320, 240))
