@@ -4,7 +4,11 @@ Protocol (every method alike): for each evaluation seed and each K in ``ks``, th
 is adapted to every held-out task with K episodes (``adapt_many``; K = 0 means no adaptation),
 then each adapted policy runs ``episodes`` *separate* evaluation episodes on its task with the
 mean action. Adaptation and evaluation episodes come from different seed streams, so evaluation
-never reuses an adaptation episode. The score of a return R on a task is
+never reuses an adaptation episode. Every K of one evaluation seed is evaluated from the same
+start states (common random numbers), so the difference between two values of K is paired: it
+measures what adaptation changed, not which start states were drawn. (Before 2026-12-01 each K
+drew its own start states; where most adaptations were rejected, that noise alone made a
+"gain" of several points of return, either sign.) The score of a return R on a task is
 ``(R − R_random) / (R_oracle − R_random)``, with R_random the return of uniformly random actions
 and R_oracle the un-adapted oracle's return on that task.
 
@@ -190,7 +194,7 @@ def evaluate_method(
                 env_id,
                 tasks,
                 episodes=episodes,
-                seed=seed * 1000 + k,
+                seed=seed * 1000,  # the same start states for every K: paired across K
                 nthread=nthread,
                 return_diverged=True,
             )

@@ -89,6 +89,22 @@ def test_evaluation_episodes_are_not_adaptation_episodes(monkeypatch, policy, ta
         assert len(set(call)) == len(call)  # separate episodes, not repeats
 
 
+def test_every_k_is_evaluated_from_the_same_start_states(monkeypatch, policy, tasks):
+    spy = Spy(monkeypatch)
+    evaluate_method("reptile", policy, PENDULUM, tasks, ks=(0, 1, 2), seeds=(0, 1), nthread=1)
+    seed0, seed1 = spy.eval_seeds[:3], spy.eval_seeds[3:]
+    assert len(set(seed0)) == len(set(seed1)) == 1  # paired across K ...
+    assert set(seed0[0]).isdisjoint(seed1[0])  # ... and independent across evaluation seeds
+
+
+def test_an_unchanged_policy_gains_exactly_nothing(monkeypatch, policy, tasks):
+    # A rejected adaptation returns the original policy: its "gain" must be 0, not noise.
+    monkeypatch.setattr(ev, "adapt_many", lambda p, env_id, ts, **kw: [p.clone() for _ in ts])
+    recs = evaluate_method("scratch", policy, PENDULUM, tasks, ks=(0, 1, 3), seeds=(0,), nthread=1)
+    by_k = {k: [r["return"] for r in recs if r["k"] == k] for k in (0, 1, 3)}
+    assert by_k[0] == by_k[1] == by_k[3]
+
+
 def test_oracle_protocol_also_keeps_episodes_apart(monkeypatch, policy, tasks):
     spy = Spy(monkeypatch)
     others = [metarobot.make_policy(PENDULUM, hidden=(8, 8), seed=s) for s in (1, 2)]
