@@ -297,8 +297,11 @@ class ReacherKernel(Kernel):
     ) -> Terms:
         n = qpos1.shape[0]
         ctrl_sq = self._ctrl_sq(action)
-        # Same reductions as the env: np.linalg.norm per row, reward_dist + reward_ctrl.
-        reward_dist = -np.linalg.norm(self._vec(derived["xpos"]), axis=1) * self.w_dist
+        # Same reductions as the env, bit for bit: Reacher-v5 takes np.linalg.norm of one 3-vector,
+        # which is sqrt(v.dot(v)) (a BLAS dot, FMA on some CPUs); norm(axis=1) sums
+        # differently and differed by one ulp on an AVX-512 machine. One dot per world it is.
+        vec = self._vec(derived["xpos"])
+        reward_dist = -np.sqrt([v.dot(v) for v in vec]) * self.w_dist
         reward_ctrl = -ctrl_sq * self.w_ctrl
         return {
             "x_velocity": np.zeros(n),
