@@ -24,7 +24,8 @@ def test_adapt_accepts_sb3_and_returns_same_type():
     env.get_wrapper_attr("set_task")(task)
     model = PPO("MlpPolicy", env, device="cpu", seed=0)
     before = _actor(model)
-    adapted = metarobot.adapt(model, env, episodes=2, seed=0, lr=0.05)
+    # safe=False: this checks the bridge applies the update (the safeguard may reject it)
+    adapted = metarobot.adapt(model, env, episodes=2, seed=0, lr=0.05, safe=False)
     assert type(adapted) is PPO
     after = _actor(model)
     assert all(torch.equal(before[k], after[k]) for k in before), "input model untouched"
@@ -32,7 +33,7 @@ def test_adapt_accepts_sb3_and_returns_same_type():
     assert not torch.equal(new["action_net.weight"], before["action_net.weight"])
     assert torch.equal(new["value_net.weight"], before["value_net.weight"]), "critic copied"
     # The SB3 result acts exactly like the metarobot adaptation of the same policy.
-    ref = metarobot.adapt(from_sb3(model), env, episodes=2, seed=0, lr=0.05)
+    ref = metarobot.adapt(from_sb3(model), env, episodes=2, seed=0, lr=0.05, safe=False)
     obs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     sb3_act, _ = adapted.predict(obs, deterministic=True)
     np.testing.assert_allclose(sb3_act, np.clip(ref.act(obs, deterministic=True), -3, 3), atol=1e-5)
