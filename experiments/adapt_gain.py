@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import metarobot
+from metarobot.adaptation import DEFAULT_MARGIN, DEFAULT_VALIDATION_EPISODES
 from metarobot.envs import task_split
 from metarobot.evaluation import evaluate_method
 from metarobot.provenance import provenance_lines
@@ -84,8 +85,8 @@ def write(args: argparse.Namespace, rows: list[tuple], paths: list[Path], second
         f"Held-out test tasks (first {args.tasks} of each family's frozen split) × evaluation "
         f"seeds {args.seeds} (never used by the tables); {args.episodes} evaluation episodes "
         "per cell. Adaptation with default settings (safeguard on: an update is kept only if "
-        "its paired gain on max(K, 4) fresh validation episodes clears zero by one standard "
-        "error). Gain = return after "
+        f"its paired gain on max(K, {DEFAULT_VALIDATION_EPISODES}) fresh validation episodes "
+        f"clears zero by {DEFAULT_MARGIN:g} standard error(s)). Gain = return after "
         "adapting with K episodes − return without, paired per (task, seed); 95% bootstrap CI. "
         "The target is a gain ≥ 0 within its CI for every policy and K.",
         "",

@@ -139,12 +139,10 @@ def adapt_many(
     start states, seeds disjoint from the adaptation episodes). It keeps the adapted policy only
     if the paired gain ``d_j = R_adapted,j − R_original,j`` is non-negative by a margin:
     ``mean(d) − margin · SE(d) ≥ 0``, with ``SE(d) = std(d) / √V`` over the V episodes;
-    otherwise the original comes back unchanged. The margin guards against a winner's curse:
-    with a plain ``mean(d) ≥ 0`` rule, small updates that are slightly harmful on average still
-    pass whenever validation noise favours them, and the kept ones are then worse on new
-    episodes (measured on HalfCheetahVel's baselines, ``experiments/results/adapt_gain.md``).
-    ``margin=0`` restores the plain rule. It costs ``2 × validation_episodes`` extra episodes
-    per environment.
+    otherwise the original comes back unchanged. The margin asks for evidence, not a tie: with a
+    plain ``mean(d) ≥ 0`` rule, an update that is slightly harmful on average still passes
+    whenever validation noise favours it. ``margin=0`` restores the plain rule. It costs
+    ``2 × validation_episodes`` extra episodes per environment.
 
     Args:
         policy: The policy to adapt (not modified).
@@ -160,7 +158,8 @@ def adapt_many(
         lam: GAE λ.
         nthread: Simulator threads (default: all cores).
         return_batch: Also return the adaptation episodes (MLP policies; None otherwise).
-        safe: Keep an adaptation only when it does not lower the validation return.
+        safe: Run the safeguard (keep an adaptation only when its validation gain clears the
+            margin).
         validation_episodes: Episodes per policy and environment of the safeguard (default
             ``max(K, 4)``; at least 2 when ``margin > 0``, since a standard error needs two).
         margin: Standard errors of the paired validation gain by which an adaptation must

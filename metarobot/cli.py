@@ -171,7 +171,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         safe=not args.no_safeguard,
-        margin=args.margin,
+        **({} if args.margin is None else {"margin": args.margin}),
     )
     adapted.save(args.out)
     info = adapted.meta.get("adapted", {})
@@ -384,9 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--margin",
         type=float,
-        default=1.0,
+        default=None,
         help="standard errors of the paired validation gain an update must clear to be kept "
-        "(>= 0; 0 keeps any update that is not lower on average)",
+        "(>= 0; 0 keeps any update that is not lower on average; default: adapt's, 1)",
     )
     a.add_argument("--device", default="auto", help="auto, cpu or cuda")
     a.add_argument("--out", required=True, help="where to save the adapted policy")
