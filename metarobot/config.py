@@ -106,6 +106,8 @@ class RMASection:
         teacher_steps: Env steps of the teacher's episodic PPO.
         student_steps: Env steps of the student's own rollouts (DAgger).
         history: H, past (observation, action) pairs the adaptation module reads.
+        reward_in_history: Add the reward that followed each action to those pairs; left out:
+            exactly on families whose tasks differ in their reward (goal families).
         z_dim: Size of the dynamics latent.
         teacher_envs: Worlds (episodes) the teacher runs at a time.
         student_envs: Worlds (episodes) per student iteration.
@@ -117,6 +119,7 @@ class RMASection:
     teacher_steps: int = 200_000
     student_steps: int = 50_000
     history: int = 16
+    reward_in_history: bool | None = None
     z_dim: int = 8
     teacher_envs: int = 16
     student_envs: int = 32

@@ -75,6 +75,11 @@ class TaskFeatures:
         # A family with nothing randomized still gets one constant entry, so shapes stay valid.
         self.dim = max(1, len(self.names))
 
+    @property
+    def has_goals(self) -> bool:
+        """Whether the family's tasks differ in their reward (a goal), not only in dynamics."""
+        return bool(self._goals)
+
     def __call__(self, task: Task) -> np.ndarray:
         """The feature vector of one task (float32, shape ``(dim,)``)."""
         parts: list[np.ndarray] = []

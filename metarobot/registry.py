@@ -347,6 +347,7 @@ def _train_rma(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         hidden=tuple(cfg.meta.hidden),
         z_dim=r.z_dim,
         history=r.history,
+        reward_in_history=r.reward_in_history,
         settings=PPOSettings(lr=r.lr, scale_rewards=r.scale_rewards),
     )
     pol.save(path)

@@ -11,6 +11,12 @@ Two phases, both on the batched simulator over the family's training tasks:
    actor driven by ``ẑ``; the first iteration uses the true ``z``), with the dataset aggregated
    across iterations (DAgger).
 
+On families whose tasks differ in their *reward* (a goal such as a target velocity or a running
+direction), states and actions say nothing about the task, so each history entry also carries
+the reward that followed the action, ``(o, a, r)`` (the context of PEARL and VariBAD). This is on
+by default exactly for such families (``reward_in_history=None``); the original RMA reads states
+and actions only, which is what the dynamics families use.
+
 At test time only ``φ`` is used: no privileged information. The deployed policy is an
 :class:`RMAPolicy`: ``reset()`` clears the history, ``act`` infers ``ẑ`` step by step. Its
 adaptation with K episodes (``metarobot.adapt``) estimates one latent for the environment, the
@@ -100,6 +106,11 @@ class RMAPolicy(StatefulPolicy):
         """H, the number of past (observation, action) pairs ``φ`` reads."""
         return int(self.config["history"])
 
+    @property
+    def reward_in_history(self) -> bool:
+        """Whether each history entry also holds the reward that followed the action."""
+        return bool(self.config.get("reward_in_history", False))
+
     @classmethod
     def batch_actor(cls, policies: Sequence[StatefulPolicy]) -> _RMAActor:  # noqa: D102
         return _RMAActor(policies)
@@ -169,10 +180,20 @@ class RMAPolicy(StatefulPolicy):
         return [self.with_latent(z[i]) for i in range(n)]
 
 
+def _entry_dim(cfg: dict[str, Any]) -> int:
+    """Size of one history entry: observation, action and, if read, the reward."""
+    return int(cfg["obs_dim"]) + int(cfg["act_dim"]) + int(bool(cfg.get("reward_in_history")))
+
+
+def _reward_input(rewards: np.ndarray) -> np.ndarray:
+    # Bounded like the normalized observations, so one diverging step cannot swamp φ's inputs.
+    return np.clip(np.asarray(rewards, dtype=np.float64), -10.0, 10.0)
+
+
 def _networks(cfg: dict[str, Any]) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:
     o, a, z, h = int(cfg["obs_dim"]), int(cfg["act_dim"]), int(cfg["z_dim"]), int(cfg["history"])
     actor = _mlp([o + z, *[int(x) for x in cfg["hidden"]], a])
-    phi = _mlp([o + h * (o + a), *[int(x) for x in cfg["phi_hidden"]], z], out_tanh=True)
+    phi = _mlp([o + h * _entry_dim(cfg), *[int(x) for x in cfg["phi_hidden"]], z], out_tanh=True)
     encoder = _mlp([int(cfg["priv_dim"]), int(cfg["enc_hidden"]), z], out_tanh=True)
     return actor, phi, encoder
 
@@ -188,11 +209,12 @@ class _RMAActor:
         ):
             raise ValueError("a batch of RMA policies must share one actor and one φ")
         self.p = p0
-        n, o, a, h = len(policies), p0.obs_dim, p0.act_dim, p0.history
+        n, h = len(policies), p0.history
         self.actor = _double(p0.actor)
         self.phi = _double(p0.phi)
         self.log_std = p0.log_std.double()
-        self.hist = np.zeros((n, h, o + a))
+        self.with_reward = p0.reward_in_history
+        self.hist = np.zeros((n, h, _entry_dim(p0.config)))
         zd = int(p0.config["z_dim"])
         self.fixed = np.array([p.z_fixed is not None for p in policies])  # type: ignore[attr-defined]
         self.z_fixed = np.stack(
@@ -205,6 +227,11 @@ class _RMAActor:
     def reset(self, mask: np.ndarray) -> None:
         self.hist[mask] = 0.0
 
+    def observe(self, rewards: np.ndarray) -> None:
+        """Record the reward that followed each world's last action (if ``φ`` reads rewards)."""
+        if self.with_reward:
+            self.hist[:, 0, -1] = _reward_input(rewards)
+
     def infer(self, obs: np.ndarray) -> np.ndarray:
         """``ẑ`` of every world from its current observation and history."""
         on = np.clip((obs - self.p.obs_mean) / self.p.obs_std, -10.0, 10.0)
@@ -214,6 +241,8 @@ class _RMAActor:
 
     def act(self, obs: np.ndarray, rewards: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
+        # After a reset the newest entry is all zeros and the reward is 0: writing it is a no-op.
+        self.observe(rewards)
         zhat = self.infer(obs)
         self.z_sum += zhat
         self.z_count += 1
@@ -221,14 +250,18 @@ class _RMAActor:
         return self.act_with(obs, z, noise)
 
     def act_with(self, obs: np.ndarray, z: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
-        """Act with the given latents and push (observation, action) into the histories."""
+        """Act with the given latents and push (observation, action) into the histories.
+
+        The entry's reward slot (if any) stays 0 until :meth:`observe` fills it.
+        """
         on = np.clip((obs - self.p.obs_mean) / self.p.obs_std, -10.0, 10.0)
         with torch.no_grad():
             mean = self.actor(torch.as_tensor(np.concatenate([on, z], axis=1))).numpy()
         act = mean if noise is None else mean + np.exp(self.log_std.numpy()) * noise
         act = np.clip(act, self.low, self.high)
         self.hist[:, 1:] = self.hist[:, :-1]
-        self.hist[:, 0] = np.concatenate([on, act], axis=1)
+        self.hist[:, 0] = 0.0
+        self.hist[:, 0, : on.shape[1] + act.shape[1]] = np.concatenate([on, act], axis=1)
         return act.astype(np.float32)
 
 
@@ -291,6 +324,7 @@ def train_rma(
     hidden: Sequence[int] = (64, 64),
     z_dim: int = 8,
     history: int = 16,
+    reward_in_history: bool | None = None,
     phi_hidden: Sequence[int] = (128, 128),
     enc_hidden: int = 64,
     student_epochs: int = 10,
@@ -312,6 +346,8 @@ def train_rma(
         hidden: Actor and critic hidden sizes.
         z_dim: Latent size.
         history: H, past (observation, action) pairs the student reads.
+        reward_in_history: Add the reward that followed each action to the student's history;
+            None: exactly when the family's tasks differ in their reward (goal families).
         phi_hidden: Student hidden sizes.
         enc_hidden: Privileged encoder hidden size.
         student_epochs: Regression epochs per student iteration.
@@ -340,6 +376,7 @@ def train_rma(
         "act_dim": len(base_meta["action_low"]),
         "z_dim": z_dim,
         "history": history,
+        "reward_in_history": features.has_goals if reward_in_history is None else reward_in_history,
         "hidden": list(hidden),
         "phi_hidden": list(phi_hidden),
         "priv_dim": features.dim,
@@ -399,7 +436,12 @@ def train_rma(
 
 
 def history_inputs(
-    obs: np.ndarray, act: np.ndarray, mean: np.ndarray, std: np.ndarray, history: int
+    obs: np.ndarray,
+    act: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    history: int,
+    rewards: np.ndarray | None = None,
 ) -> np.ndarray:
     """``φ``'s inputs for recorded episodes: ``[o_t, (o, a)_{t-1}, ..., (o, a)_{t-H}]``.
 
@@ -409,13 +451,16 @@ def history_inputs(
         mean: Observation mean.
         std: Observation std.
         history: H.
+        rewards: Rewards ``[T, N]`` (``rewards[t]`` follows ``act[t]``) for a policy whose
+            history entries are ``(o, a, r)``; None for ``(o, a)``.
 
     Returns:
-        ``[T, N, obs_dim + H·(obs_dim + act_dim)]``, zero-padded before the episode start (the
-        same inputs :class:`RMAPolicy` builds step by step).
+        ``[T, N, obs_dim + H·entry]``, zero-padded before the episode start (the same inputs
+        :class:`RMAPolicy` builds step by step).
     """
     on = np.clip((obs - mean) / std, -10.0, 10.0)
-    pairs = np.concatenate([on, act], axis=-1)
+    parts = [on, act] if rewards is None else [on, act, _reward_input(rewards)[..., None]]
+    pairs = np.concatenate(parts, axis=-1)
     t_len = len(obs)
     padded = np.concatenate([np.zeros((history, *pairs.shape[1:])), pairs], axis=0)
     lags = [padded[history - j : history - j + t_len] for j in range(1, history + 1)]
@@ -445,7 +490,7 @@ def _train_student(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A11]))
     env = make_batched(env_id, list(tasks[:1]) * n_envs, autoreset_mode="disabled", nthread=nthread)
     opt = torch.optim.Adam(policy.phi.parameters(), lr=lr)
-    raw: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    raw: list[tuple[np.ndarray, ...]] = []
     used, it = 0, 0
     horizon = int(env.max_episode_steps)
     try:
@@ -460,7 +505,7 @@ def _train_student(
             )
             actor = _RMAActor([policy] * n_envs)
             alive = np.ones(n_envs, dtype=bool)
-            o_buf, a_buf, m_buf = [], [], []
+            o_buf, a_buf, r_buf, m_buf = [], [], [], []
             for _t in range(horizon):
                 o = np.asarray(obs, dtype=np.float64)
                 z = z_true.astype(np.float64) if it == 0 else actor.infer(o)
@@ -468,12 +513,14 @@ def _train_student(
                 o_buf.append(o)
                 a_buf.append(act.astype(np.float64))
                 m_buf.append(alive.copy())
-                obs, _, term, trunc, _ = env.step(act)
+                obs, rew, term, trunc, _ = env.step(act)
+                actor.observe(rew)
+                r_buf.append(np.asarray(rew, dtype=np.float64))
                 used += int(alive.sum())
                 alive &= ~(term | trunc)
                 if not alive.any():
                     break
-            raw.append((np.stack(o_buf), np.stack(a_buf), np.stack(m_buf), z_true))
+            raw.append((np.stack(o_buf), np.stack(a_buf), np.stack(r_buf), np.stack(m_buf), z_true))
             raw = raw[-64:]  # the most recent rollouts (bounded memory)
             x, y = _dataset(raw, policy)
             for _ in range(epochs):
@@ -495,11 +542,12 @@ def _train_student(
 
 
 def _dataset(
-    raw: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], policy: RMAPolicy
+    raw: Sequence[tuple[np.ndarray, ...]], policy: RMAPolicy
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
-    for o, a, m, z in raw:
-        inp = history_inputs(o, a, policy.obs_mean, policy.obs_std, policy.history)
+    for o, a, r, m, z in raw:
+        rewards = r if policy.reward_in_history else None
+        inp = history_inputs(o, a, policy.obs_mean, policy.obs_std, policy.history, rewards)
         xs.append(inp[m])
         ys.append(np.broadcast_to(z[None], (*m.shape, z.shape[-1]))[m])
     return (

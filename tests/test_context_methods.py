@@ -9,6 +9,7 @@ import torch
 import metarobot
 from metarobot import registry
 from metarobot.config import parse_config
+from metarobot.context import TaskFeatures
 from metarobot.envs import task_split
 from metarobot.ppo import PPOSettings
 from metarobot.recurrent import RecurrentPolicy, train_recurrent
@@ -16,6 +17,7 @@ from metarobot.rma import RMAPolicy, history_inputs, train_rma
 from metarobot.rollout import run_actor_episodes
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
+DIRECTION = "metarobot/HalfCheetahDir-v0"
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +64,88 @@ def test_budgets_are_counted(rma_policy, rec_policy):
     assert 0 < rec_policy.meta["env_steps"] <= 2 * 200  # one iteration of two episodes at most
 
 
-def test_student_inputs_match_what_the_policy_builds_step_by_step(rma_policy):
+@pytest.fixture(scope="module")
+def rma_goal_policy() -> RMAPolicy:
+    """A tiny RMA policy on a family whose tasks differ only in their reward."""
+    return train_rma(
+        DIRECTION,
+        teacher_steps=800,
+        student_steps=1600,
+        seed=0,
+        n_envs=4,
+        student_envs=4,
+        nthread=1,
+        hidden=(8, 8),
+        z_dim=2,
+        history=3,
+        phi_hidden=(16,),
+        student_epochs=2,
+    )
+
+
+@pytest.mark.parametrize("which", ["dynamics", "goal"])
+def test_student_inputs_match_what_the_policy_builds_step_by_step(
+    which, rma_policy, rma_goal_policy
+):
+    pol = rma_policy if which == "dynamics" else rma_goal_policy
     rng = np.random.default_rng(0)
-    obs = rng.normal(size=(7, 1, 4))
-    actor = RMAPolicy.batch_actor([rma_policy])
+    obs = rng.normal(size=(7, 1, pol.obs_dim))
+    rewards = rng.normal(scale=3.0, size=(7, 1))
+    actor = RMAPolicy.batch_actor([pol])
     actor.reset(np.ones(1, dtype=bool))
     acts, step_inputs = [], []
     for t in range(7):
-        on = np.clip((obs[t] - rma_policy.obs_mean) / rma_policy.obs_std, -10, 10)
+        actor.observe(rewards[t - 1] if t > 0 else np.zeros(1))
+        on = np.clip((obs[t] - pol.obs_mean) / pol.obs_std, -10, 10)
         step_inputs.append(np.concatenate([on, actor.hist.reshape(1, -1)], axis=1))
         acts.append(actor.act_with(obs[t], np.zeros((1, 2)), None).astype(np.float64))
     built = history_inputs(
-        obs, np.stack(acts), rma_policy.obs_mean, rma_policy.obs_std, rma_policy.history
+        obs,
+        np.stack(acts),
+        pol.obs_mean,
+        pol.obs_std,
+        pol.history,
+        rewards if pol.reward_in_history else None,
     )
     np.testing.assert_allclose(built, np.stack(step_inputs), atol=1e-6)
+
+
+def test_goal_families_put_the_reward_in_the_history(rma_policy, rma_goal_policy):
+    assert TaskFeatures(DIRECTION).has_goals and not TaskFeatures(PENDULUM).has_goals
+    assert rma_goal_policy.reward_in_history and not rma_policy.reward_in_history
+    entry = rma_goal_policy.obs_dim + rma_goal_policy.act_dim + 1
+    assert rma_goal_policy.phi[0].in_features == rma_goal_policy.obs_dim + 3 * entry
+
+
+def test_reward_history_tells_apart_tasks_that_differ_only_in_reward(rma_goal_policy, tmp_path):
+    # A fixed latent makes both directions act alike from the same start state, so states and
+    # actions are identical: only the rewards (the sign of the progress) can tell them apart.
+    fixed = rma_goal_policy.with_latent(np.zeros(2))
+    tasks = sorted(task_split(DIRECTION)[1], key=lambda t: t.to_json())
+    actor = RMAPolicy.batch_actor([fixed, fixed])
+    out = run_actor_episodes(actor, DIRECTION, tasks, episodes=1, seeds=[3, 3], nthread=1)
+    np.testing.assert_array_equal(actor.hist[0, :, :-1], actor.hist[1, :, :-1])
+    # Entry j (j >= 1; entry 0 still waits for its reward) holds the reward of step T-1-j.
+    horizon = out.rewards.shape[-1]
+    for w in range(2):
+        np.testing.assert_allclose(
+            actor.hist[w, 1:, -1], out.rewards[w, 0, horizon - 2 : horizon - 4 : -1]
+        )
+    assert not np.array_equal(actor.hist[0, 1:, -1], actor.hist[1, 1:, -1])
+    assert not np.array_equal(actor.z_sum[0], actor.z_sum[1])  # so φ's estimates differ
+    path = tmp_path / "goal.pt"
+    metarobot.save(rma_goal_policy, path)
+    loaded = metarobot.load(path)
+    assert loaded.reward_in_history
+    rng = np.random.default_rng(2)
+    rma_goal_policy.reset()
+    loaded.reset()
+    for _ in range(6):
+        obs, r = rng.normal(size=rma_goal_policy.obs_dim), float(rng.normal())
+        np.testing.assert_array_equal(
+            rma_goal_policy.act(obs, deterministic=True, reward=r),
+            loaded.act(obs, deterministic=True, reward=r),
+        )
 
 
 @pytest.mark.parametrize("which", ["rma", "recurrent"])
