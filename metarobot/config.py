@@ -25,6 +25,7 @@ from metarobot.learners import MetaConfig
 from metarobot.learners.reptile import REPTILE_DEFAULTS
 
 __all__ = [
+    "BASELINE_TRAINERS",
     "BaselineConfig",
     "EvalConfig",
     "ExperimentConfig",
@@ -76,13 +77,28 @@ class MetaSection:
 
 @dataclass
 class BaselineConfig:
-    """Training budgets of the SB3 PPO baselines."""
+    """Training budgets of the PPO baselines.
+
+    Attributes:
+        n_experts: Experts of the ensemble and the parameter average (one training task each).
+        expert_timesteps: SB3 PPO steps per expert.
+        dr_timesteps: PPO steps of the domain-randomization policy.
+        oracle_timesteps: PPO steps of each per-test-task oracle (the reference, outside the
+            budget).
+        n_envs: Parallel worlds of the SB3 PPO runs.
+        trainer: PPO of the DR policy and the oracles: ``sb3`` (SB3's PPO, no normalization)
+            or ``episodic`` (:mod:`metarobot.ppo`, the trainer of RMA's teacher and the
+            recurrent policy, with RMA's ``teacher_envs``, ``lr`` and ``scale_rewards``), so
+            that DR differs from RMA's teacher only in not seeing the task. The experts always
+            use SB3: the parameter average needs one shared initialization and normalizer.
+    """
 
     n_experts: int = 8
     expert_timesteps: int = 50_000
     dr_timesteps: int = 200_000
     oracle_timesteps: int = 50_000
     n_envs: int = 8
+    trainer: str = "sb3"
 
 
 @dataclass
@@ -157,6 +173,9 @@ class RecurrentSection:
     scale_rewards: bool = True
 
 
+#: PPO implementations of the DR policy and the oracles (``[baselines] trainer``).
+BASELINE_TRAINERS = ("sb3", "episodic")
+
 # Integer settings for which 0 means something (every other integer must be >= 1).
 _ZERO_ALLOWED = ("eval.ks", "eval.seeds", "recurrent.bptt")
 
@@ -218,6 +237,11 @@ class ExperimentConfig:
             raise ValueError(f"nthread must be >= 0, got {self.nthread}")
         if self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.baselines.trainer not in BASELINE_TRAINERS:
+            raise ValueError(
+                f"baselines.trainer must be one of {list(BASELINE_TRAINERS)}, "
+                f"got {self.baselines.trainer!r}"
+            )
         if self.budget_steps is not None and self.budget_steps < 1:
             raise ValueError(f"budget_steps must be >= 1 (or left out), got {self.budget_steps}")
         for sec_name in ("meta", "baselines", "rma", "recurrent", "eval"):

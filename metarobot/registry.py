@@ -25,6 +25,7 @@ import gymnasium as gym
 from metarobot import baselines
 from metarobot.checkpoint import AnyPolicy, load
 from metarobot.envs import task_split
+from metarobot.episodic_mlp import train_ppo_mlp
 from metarobot.learners import MAML, MetaLearner, MetaSGD, Reptile
 from metarobot.ppo import PPOSettings
 from metarobot.recurrent import train_recurrent
@@ -284,8 +285,32 @@ def _load_experts(cfg: ExperimentConfig, seed: int, ck: Path) -> list[AnyPolicy]
     return [load(ck / f"expert-{i}-s{seed}.pt") for i in range(cfg.baselines.n_experts)]
 
 
+def _episodic_settings(cfg: ExperimentConfig) -> PPOSettings:
+    """The episodic PPO settings of RMA's teacher (also DR's and the oracles' when chosen)."""
+    return PPOSettings(lr=cfg.rma.lr, scale_rewards=cfg.rma.scale_rewards)
+
+
+def _baseline_ppo_steps(cfg: ExperimentConfig, timesteps: int) -> int:
+    """Most steps a DR or oracle run can use with the table's baseline trainer."""
+    if cfg.baselines.trainer == "episodic":  # never exceeded, but one iteration always runs
+        return max(timesteps, cfg.rma.teacher_envs * horizon(cfg.family))
+    return _ppo_steps(cfg, timesteps)
+
+
 def _train_dr(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]) -> None:
     b = cfg.baselines
+    if b.trainer == "episodic":
+        train_ppo_mlp(
+            cfg.family,
+            task_split(cfg.family)[0],
+            b.dr_timesteps,
+            seed=args["seed"],
+            n_envs=cfg.rma.teacher_envs,
+            nthread=cfg.nthread,
+            hidden=tuple(cfg.meta.hidden),
+            settings=_episodic_settings(cfg),
+        ).save(path)
+        return
     pol = baselines.train_domain_randomization(
         cfg.family,
         b.dr_timesteps,
@@ -304,6 +329,21 @@ def _test_tasks(cfg: ExperimentConfig) -> list[Any]:
 
 def _train_oracle(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]) -> None:
     b, t, seed = cfg.baselines, args["task"], args["seed"]
+    if b.trainer == "episodic":
+        task = _test_tasks(cfg)[t]
+        train_ppo_mlp(
+            cfg.family,
+            [task],
+            b.oracle_timesteps,
+            seed=ORACLE_SEED_BASE + 100 * seed + t,
+            method="oracle",
+            n_envs=cfg.rma.teacher_envs,
+            nthread=cfg.nthread,
+            hidden=tuple(cfg.meta.hidden),
+            settings=_episodic_settings(cfg),
+            task=task.to_json(),
+        ).save(path)
+        return
     pol = baselines.train_expert(
         cfg.family,
         _test_tasks(cfg)[t],
@@ -348,7 +388,7 @@ def _train_rma(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         z_dim=r.z_dim,
         history=r.history,
         reward_in_history=r.reward_in_history,
-        settings=PPOSettings(lr=r.lr, scale_rewards=r.scale_rewards),
+        settings=_episodic_settings(cfg),
     )
     pol.save(path)
 
@@ -454,7 +494,7 @@ register(
         "mlp",
         jobs=_one_job("domain_randomization", _train_dr, 2.0),
         load=_load_seeded("domain_randomization"),
-        planned_steps=lambda cfg: _ppo_steps(cfg, cfg.baselines.dr_timesteps),
+        planned_steps=lambda cfg: _baseline_ppo_steps(cfg, cfg.baselines.dr_timesteps),
         own_step_size=False,
     )
 )
@@ -465,7 +505,7 @@ register(
         "mlp",
         jobs=_oracle_jobs,
         load=_load_oracles,
-        planned_steps=lambda cfg: _ppo_steps(cfg, cfg.baselines.oracle_timesteps),
+        planned_steps=lambda cfg: _baseline_ppo_steps(cfg, cfg.baselines.oracle_timesteps),
         own_step_size=False,
         reference=True,
     )

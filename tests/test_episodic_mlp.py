@@ -1,0 +1,131 @@
+"""MLP policies trained with the episodic PPO (DR and oracles with ``trainer = "episodic"``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import metarobot
+from metarobot.config import load_config
+from metarobot.envs import task_split
+from metarobot.episodic_mlp import MLPActorCritic, train_ppo_mlp
+from metarobot.experiment import run_experiment
+from metarobot.policies import Policy
+from metarobot.ppo import PPOSettings
+
+PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
+SETTINGS = PPOSettings(minibatches=1, epochs=2, batch_steps=64)
+
+
+def _train(seed: int = 0) -> Policy:
+    return train_ppo_mlp(
+        PENDULUM,
+        task_split(PENDULUM)[0][:3],
+        600,
+        seed=seed,
+        n_envs=4,
+        nthread=1,
+        hidden=(8, 8),
+        settings=SETTINGS,
+    )
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return _train()
+
+
+def test_budget_and_metadata(policy):
+    assert 0 < policy.meta["env_steps"] <= 600
+    assert policy.meta["algorithm"] == "domain_randomization"
+    assert policy.meta["trainer"] == "episodic"
+    assert policy.meta["family"] == PENDULUM
+    assert not np.allclose(policy.normalizer.mean, 0.0)  # the trainer's statistics came along
+
+
+def test_same_seed_same_policy_other_seed_other_policy(policy):
+    again, other = _train(0), _train(1)
+    for k, v in policy.params.items():
+        torch.testing.assert_close(v, again.params[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, other.params[k]) for k, v in policy.params.items())
+
+
+def test_policy_acts_as_the_trained_network(policy):
+    # The deployed Policy (functional MLP + normalizer) gives the trainer's action mean.
+    net = MLPActorCritic(4, 1, (8, 8), torch.Generator().manual_seed(0))
+    net.actor.load_state_dict(policy.params)
+    obs = np.random.default_rng(0).normal(size=4)
+    on = np.clip(
+        (obs - policy.normalizer.mean) / np.sqrt(policy.normalizer.var + 1e-8), -10.0, 10.0
+    )
+    with torch.no_grad():
+        mean, value, state = net(torch.as_tensor(on, dtype=torch.float32)[None, None])
+    assert state is None and value.shape == (1, 1)
+    np.testing.assert_allclose(
+        policy.act(obs.astype(np.float32), deterministic=True), mean[0, 0].numpy(), atol=1e-5
+    )
+
+
+def test_save_load_identical_actions(policy, tmp_path):
+    policy.save(tmp_path / "dr.pt")
+    loaded = metarobot.load(tmp_path / "dr.pt")
+    obs = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
+    for o in obs:
+        np.testing.assert_array_equal(
+            policy.act(o, deterministic=True), loaded.act(o, deterministic=True)
+        )
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="steps"):
+        train_ppo_mlp(PENDULUM, task_split(PENDULUM)[0][:1], 0)
+    with pytest.raises(ValueError, match="tasks"):
+        train_ppo_mlp(PENDULUM, [], 100)
+
+
+TABLE = """
+name = "episodic-baselines"
+family = "metarobot/InvertedPendulumRandParams-v0"
+methods = ["domain_randomization", "oracle"]
+train_seeds = [0]
+nthread = 1
+torch_threads = 1
+budget_steps = 1000
+
+[baselines]
+dr_timesteps = 600
+oracle_timesteps = 400
+trainer = "episodic"
+
+[rma]
+teacher_envs = 2
+lr = 0.001
+
+[eval]
+ks = [0]
+seeds = [0]
+episodes = 1
+n_test_tasks = 2
+bootstrap_reps = 20
+"""
+
+
+def test_a_table_trains_dr_and_oracles_with_the_episodic_trainer(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(TABLE)
+    res = run_experiment(load_config(path), tmp_path / "out", progress=False)
+    ck = tmp_path / "out" / "checkpoints"
+    dr = metarobot.load(ck / "domain_randomization-s0.pt")
+    oracles = [metarobot.load(ck / f"oracle-t{t}-s0.pt") for t in range(2)]
+    assert dr.meta["trainer"] == "episodic" and 0 < dr.meta["env_steps"] <= 600
+    assert all(o.meta["trainer"] == "episodic" and o.meta["algorithm"] == "oracle" for o in oracles)
+    assert oracles[0].meta["task"] != oracles[1].meta["task"]
+    assert {r["method"] for r in res["records"]} == {"domain_randomization", "oracle"}
+
+
+def test_unknown_trainer_is_named(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(TABLE.replace('trainer = "episodic"', 'trainer = "sac"'))
+    with pytest.raises(ValueError, match=r"baselines.trainer must be one of \['sb3', 'episodic'\]"):
+        load_config(path)
