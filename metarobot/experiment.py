@@ -480,8 +480,22 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
             "used (table above) before comparing scores."
         )
         + " The oracle is the per-task reference (score 1), trained once per test task with "
-        f"{cfg.baselines.oracle_timesteps:,} PPO steps and the first training seed; it is not "
-        "a method under test.",
+        f"{cfg.baselines.oracle_timesteps:,} PPO steps and the first training seed"
+        + (
+            f" (the best of {cfg.baselines.oracle_restarts} PPO runs with different seeds, "
+            "judged on that task from start states no evaluation uses)"
+            if cfg.baselines.oracle_restarts > 1
+            else ""
+        )
+        + "; it is not a method under test. "
+        + (
+            "DR and the oracles train with the episodic PPO of RMA's teacher (observation "
+            "normalization, reward scaling); the ensemble's and the parameter average's experts "
+            "with SB3's PPO."
+            if cfg.baselines.trainer == "episodic"
+            else "DR, the oracles and the experts train with SB3's PPO (no normalization); RMA "
+            "and the recurrent policy with the episodic PPO."
+        ),
     ]
     div = {
         m: sum(r["diverged"] for r in records if r["method"] == m)

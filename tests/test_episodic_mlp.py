@@ -7,9 +7,11 @@ import pytest
 import torch
 
 import metarobot
+from metarobot import registry
 from metarobot.config import load_config
 from metarobot.envs import task_split
 from metarobot.episodic_mlp import MLPActorCritic, train_ppo_mlp
+from metarobot.evaluation import evaluation_returns
 from metarobot.experiment import run_experiment
 from metarobot.policies import Policy
 from metarobot.ppo import PPOSettings
@@ -129,3 +131,27 @@ def test_unknown_trainer_is_named(tmp_path):
     path.write_text(TABLE.replace('trainer = "episodic"', 'trainer = "sac"'))
     with pytest.raises(ValueError, match=r"baselines.trainer must be one of \['sb3', 'episodic'\]"):
         load_config(path)
+
+
+def test_oracle_restarts_keep_the_best_run_on_its_task(tmp_path):
+    path = tmp_path / "t.toml"
+    text = TABLE.replace('trainer = "episodic"', 'trainer = "episodic"\noracle_restarts = 3')
+    path.write_text(
+        text.replace('methods = ["domain_randomization", "oracle"]', 'methods = ["oracle"]')
+    )
+    cfg = load_config(path)
+    res = run_experiment(cfg, tmp_path / "out", progress=False)
+    ck = tmp_path / "out" / "checkpoints"
+    for t in range(2):
+        oracle = metarobot.load(ck / f"oracle-t{t}-s0.pt")
+        returns = oracle.meta["restart_returns"]
+        assert len(returns) == 3
+        task = task_split(PENDULUM)[1][t]
+        again = evaluation_returns(
+            [oracle], PENDULUM, [task], episodes=2, seed=registry.ORACLE_SELECT_SEED, nthread=1
+        )[0]
+        assert again == pytest.approx(max(returns), abs=1e-3)  # the kept run is the best one
+        assert oracle.meta["env_steps"] <= 3 * 400
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "best of 3 PPO runs" in summary
+    assert res["records"]
