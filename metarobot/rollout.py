@@ -11,7 +11,7 @@ are collected alongside it (``adapt_many`` equals sequential ``adapt``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from torch.func import vmap
 
 from metarobot.envs.batched import BatchedMujocoEnv, make_batched
 from metarobot.envs.randomization import Task
-from metarobot.policies import Policy, gaussian_log_prob
+from metarobot.policies import Policy, RunningNorm, gaussian_log_prob
 from metarobot.stateful import BatchActor, StatefulPolicy
 
 #: With a device-resident engine, look whether any world is still alive every this many steps
@@ -115,6 +115,7 @@ def collect(
     stacked: bool,
     deterministic: bool = False,
     tasks: Sequence[Task] | None = None,
+    normalizers: Sequence[RunningNorm] | None = None,
 ) -> EpisodeBatch:
     """Run one episode in each of the ``n_tasks × episodes`` worlds of ``env``.
 
@@ -129,6 +130,8 @@ def collect(
         deterministic: Act with the mean action (no noise).
         tasks: If given, the N tasks to switch the worlds to (task i in worlds
             ``i·episodes … i·episodes + episodes − 1``); else the worlds keep their tasks.
+        normalizers: With ``stacked=True``, one observation normalizer per task (policies
+            trained apart have their own statistics); default: ``policy``'s for every task.
 
     Returns:
         The episodes.
@@ -148,6 +151,9 @@ def collect(
         )
     if len(seeds) != n:
         raise ValueError(f"seeds must hold one seed per task ({n}), got {len(seeds)}")
+    if normalizers is not None and (not stacked or len(normalizers) != n):
+        raise ValueError(f"normalizers must hold one normalizer per task ({n}) with stacked=True")
+    normalize = policy.normalize if normalizers is None else _per_task_normalize(normalizers)
     horizon = int(env.max_episode_steps)
     reset_seeds, noise = draw_episode_randomness(seeds, k, horizon, act_dim)
     low, high = env.single_action_space.low, env.single_action_space.high
@@ -189,7 +195,7 @@ def collect(
     with torch.no_grad():
         for t in range(horizon):
             o = tensor(obs, torch.float32).reshape(n, k, obs_dim)
-            on = policy.normalize(o).double()
+            on = normalize(o).double()
             if stacked:
                 mean, log_std = batched_dist(params64, on)  # [N,K,A], [N,A]
                 log_std = log_std[:, None, :]
@@ -212,8 +218,35 @@ def collect(
 
     bufs = {"obs": obs_buf, "act": act_buf, "rew": rew_buf, "mask": mask_buf, "logp": logp_buf}
     return _episode_batch(
-        policy, bufs, horizon_used, diverged.reshape(n, k).cpu().numpy(), reset_seeds
+        policy, bufs, horizon_used, diverged.reshape(n, k).cpu().numpy(), reset_seeds, normalize
     )
+
+
+def _per_task_normalize(
+    normalizers: Sequence[RunningNorm],
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``obs [N, ...leading, obs_dim]`` → task i normalized with ``normalizers[i]``.
+
+    Elementwise the same float32 operations as :meth:`Policy.normalize`, so a policy's
+    episodes do not depend on the policies it runs beside.
+    """
+    cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def normalize(obs: torch.Tensor) -> torch.Tensor:
+        if obs.device not in cache:
+            pairs = [nm.torch(obs.device) for nm in normalizers]
+            clip = torch.tensor([nm.clip for nm in normalizers], device=obs.device)
+            cache[obs.device] = (
+                torch.stack([m for m, _ in pairs]),
+                torch.stack([i for _, i in pairs]),
+                clip,
+            )
+        mean, inv, clip = cache[obs.device]
+        shape = (len(normalizers),) + (1,) * (obs.dim() - 2) + (obs.shape[-1],)
+        c = clip.reshape((len(normalizers),) + (1,) * (obs.dim() - 1))
+        return torch.clamp((obs - mean.reshape(shape)) * inv.reshape(shape), -c, c)
+
+    return normalize
 
 
 def episode_env(
@@ -265,6 +298,7 @@ def _episode_batch(
     steps: int,
     diverged: np.ndarray,
     reset_seeds: Sequence[int],
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EpisodeBatch:
     """Step-major buffers ``[T, N, K, ...]`` (first ``steps`` used) → an :class:`EpisodeBatch`."""
     dev = policy.device
@@ -275,7 +309,7 @@ def _episode_batch(
     raw = tt(bufs["obs"])
     rewards = tt(bufs["rew"])
     return EpisodeBatch(
-        obs=policy.normalize(raw),
+        obs=(normalize or policy.normalize)(raw),
         raw_obs=raw,
         actions=tt(bufs["act"]),
         rewards=rewards,
@@ -490,6 +524,7 @@ def episode_returns(
             seeds=list(seeds),
             stacked=True,
             deterministic=True,
+            normalizers=[p.normalizer for p in policies],
         )
     finally:
         env.close()

@@ -325,3 +325,23 @@ def test_aggregate_counts_every_training_seed_as_runs():
     assert row["runs"] == 12
     # Scores 0, 1, 2 in equal numbers: the IQM of all 12 is 1 (not 2, the last seed's).
     assert row["iqm"] == pytest.approx(1.0)
+
+
+def test_policies_with_their_own_normalizers_run_together_as_alone(tasks):
+    # Per-task oracles trained apart carry different observation statistics; run side by side,
+    # each must still act with its own (the batch once used the first policy's for all).
+    from metarobot.rollout import episode_returns
+
+    pols = [metarobot.make_policy(PENDULUM, hidden=(8, 8), seed=s) for s in (1, 2)]
+    rng = np.random.default_rng(0)
+    for p in pols:
+        p.normalizer.mean = rng.normal(scale=0.5, size=4)
+        p.normalizer.var = rng.uniform(0.01, 0.2, size=4)
+    both = episode_returns(pols, PENDULUM, tasks, episodes=2, seeds=[3, 4], nthread=1)[0]
+    for i in range(2):
+        alone = episode_returns([pols[i]], PENDULUM, [tasks[i]], episodes=2, seeds=[3 + i])[0]
+        np.testing.assert_array_equal(both[i], alone[0])
+    swapped = pols[1].clone()
+    swapped.normalizer = pols[0].normalizer
+    other = episode_returns([swapped], PENDULUM, [tasks[1]], episodes=2, seeds=[4], nthread=1)[0]
+    assert not np.array_equal(both[1], other[0])  # the statistics matter for this policy
