@@ -93,8 +93,8 @@ class BaselineConfig:
             use SB3: the parameter average needs one shared initialization and normalizer.
         oracle_restarts: PPO runs per test task for the oracle, each with its own seed; the
             one with the best return on that task (2 deterministic episodes from start states
-            no evaluation uses) is the reference. One PPO seed can fail a task another learns
-            (HalfCheetahDir backward: 66 vs 757 per 200 steps).
+            no evaluation uses) is the reference. PPO seeds differ (HalfCheetahReversedIID
+            test task 4: 598 vs 417 per 200 steps; HalfCheetahDir forward: 616 to 849).
     """
 
     n_experts: int = 8
