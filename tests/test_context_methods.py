@@ -20,10 +20,9 @@ PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 DIRECTION = "metarobot/HalfCheetahDir-v0"
 
 
-@pytest.fixture(scope="module")
-def rma_policy() -> RMAPolicy:
+def _tiny_rma(env_id: str, student_epochs: int) -> RMAPolicy:
     return train_rma(
-        PENDULUM,
+        env_id,
         teacher_steps=800,
         student_steps=1600,
         seed=0,
@@ -34,8 +33,13 @@ def rma_policy() -> RMAPolicy:
         z_dim=2,
         history=3,
         phi_hidden=(16,),
-        student_epochs=5,
+        student_epochs=student_epochs,
     )
+
+
+@pytest.fixture(scope="module")
+def rma_policy() -> RMAPolicy:
+    return _tiny_rma(PENDULUM, student_epochs=5)
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +71,7 @@ def test_budgets_are_counted(rma_policy, rec_policy):
 @pytest.fixture(scope="module")
 def rma_goal_policy() -> RMAPolicy:
     """A tiny RMA policy on a family whose tasks differ only in their reward."""
-    return train_rma(
-        DIRECTION,
-        teacher_steps=800,
-        student_steps=1600,
-        seed=0,
-        n_envs=4,
-        student_envs=4,
-        nthread=1,
-        hidden=(8, 8),
-        z_dim=2,
-        history=3,
-        phi_hidden=(16,),
-        student_epochs=2,
-    )
+    return _tiny_rma(DIRECTION, student_epochs=2)
 
 
 @pytest.mark.parametrize("which", ["dynamics", "goal"])
