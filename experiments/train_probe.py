@@ -5,11 +5,15 @@ split, so nothing chosen with it is tuned on held-out tasks. It prints one Markd
 mean return over the first ``--tasks`` training tasks (``--episodes`` deterministic episodes
 each, evaluation seed ``--eval-seed``) and the wall time.
 
+With ``--adapt K [K ...]`` it also scores the policy after ``metarobot.adapt_many`` with K
+episodes per training task (adaptation episodes seeded apart from the scored ones), one row per K.
+
 Usage::
 
     python experiments/train_probe.py --family HalfCheetahDir --method recurrent --steps 400000
     python experiments/train_probe.py --family HalfCheetahReversed --method rma --steps 400000
     python experiments/train_probe.py --family HalfCheetahReversed --method domain_randomization
+    python experiments/train_probe.py --family InvertedPendulumRandParams --method rma --adapt 1 2
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 import metarobot
+from metarobot.adaptation import adapt_many
 from metarobot.baselines import train_domain_randomization
 from metarobot.envs import task_split
 from metarobot.evaluation import evaluation_returns
@@ -71,13 +76,24 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=2)
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--save", type=Path, default=None, help="save the trained policy here")
+    p.add_argument(
+        "--load", type=Path, default=None, help="score this saved policy instead of training"
+    )
+    p.add_argument(
+        "--adapt", type=int, nargs="*", default=[], metavar="K", help="also score after K episodes"
+    )
     args = p.parse_args()
     if args.steps <= 0:
         raise ValueError(f"--steps must be > 0, got {args.steps}")
+    if any(k < 1 for k in args.adapt):
+        raise ValueError(f"--adapt episodes must each be >= 1, got {args.adapt}")
     torch.set_num_threads(1)
     env_id = f"metarobot/{args.family}-v0"
     t0 = time.time()
-    policy = train(args.method, env_id, args.steps, args.seed, args)
+    if args.load is not None:
+        policy = metarobot.load(args.load)
+    else:
+        policy = train(args.method, env_id, args.steps, args.seed, args)
     wall = time.time() - t0
     tasks = task_split(env_id)[0][: args.tasks]
     rets = evaluation_returns(
@@ -85,9 +101,21 @@ def main() -> None:
     )
     if args.save is not None:
         metarobot.save(policy, args.save)
+    _row(args, "", rets, wall)
+    for k in args.adapt:
+        adapted = adapt_many(
+            policy, env_id, tasks, episodes=k, seed=args.eval_seed + 1_000, nthread=1
+        )
+        rets = evaluation_returns(
+            adapted, env_id, tasks, episodes=args.episodes, seed=args.eval_seed
+        )
+        _row(args, f", K = {k}", rets, wall)
+
+
+def _row(args: argparse.Namespace, label: str, rets: np.ndarray, wall: float) -> None:
     per_task = ", ".join(f"{r:.1f}" for r in rets)
     print(
-        f"| {args.family} | {args.method} | {args.steps:,} | {args.seed} | "
+        f"| {args.family} | {args.method}{label} | {args.steps:,} | {args.seed} | "
         f"{float(np.mean(rets)):.1f} | {per_task} | {wall:.0f} |",
         flush=True,
     )

@@ -64,6 +64,14 @@ EXPECTED: dict[str, dict] = {
             "actuator_direction": ({-1.0, 1.0}, 1),
         }
     },
+    "metarobot/InvertedDoublePendulumRandParams-v0": {
+        "scales": {
+            "body_mass": (0.5, 2.0, "nbody"),
+            "dof_damping": (1.3**-3, 1.3**3, "nv"),
+            "actuator_gear": (0.5, 2.0, 1),
+            "actuator_direction": ({-1.0, 1.0}, 1),
+        }
+    },
     "metarobot/ReacherRandParams-v0": {
         "scales": {
             "body_mass": (1 / 3, 3.0, "nbody"),

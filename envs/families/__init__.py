@@ -13,6 +13,7 @@ from metarobot.envs.families.half_cheetah_reversed import (
     HalfCheetahReversedIID,
 )
 from metarobot.envs.families.hopper import HopperRandParams
+from metarobot.envs.families.inverted_double_pendulum import InvertedDoublePendulumRandParams
 from metarobot.envs.families.inverted_pendulum import InvertedPendulumRandParams
 from metarobot.envs.families.reacher import ReacherRandParams
 from metarobot.envs.families.walker2d import Walker2dRandParams
@@ -30,6 +31,7 @@ ALL_FAMILIES: tuple[type[Family], ...] = (
     AntCrippled,
     AntDir,
     InvertedPendulumRandParams,
+    InvertedDoublePendulumRandParams,
     ReacherRandParams,
 )
 
@@ -46,6 +48,7 @@ __all__ = [
     "HalfCheetahReversedIID",
     "HalfCheetahVel",
     "HopperRandParams",
+    "InvertedDoublePendulumRandParams",
     "InvertedPendulumRandParams",
     "ReacherRandParams",
     "Walker2dRandParams",
