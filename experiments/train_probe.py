@@ -28,6 +28,7 @@ import torch
 import metarobot
 from metarobot.adaptation import adapt_many
 from metarobot.baselines import train_domain_randomization
+from metarobot.context import TaskFeatures
 from metarobot.envs import task_split
 from metarobot.evaluation import evaluation_returns
 from metarobot.ppo import PPOSettings
@@ -80,6 +81,11 @@ def main() -> None:
         "--load", type=Path, default=None, help="score this saved policy instead of training"
     )
     p.add_argument(
+        "--true-latent",
+        action="store_true",
+        help="rma: also score with each task's privileged latent instead of the inferred one",
+    )
+    p.add_argument(
         "--adapt", type=int, nargs="*", default=[], metavar="K", help="also score after K episodes"
     )
     args = p.parse_args()
@@ -110,6 +116,20 @@ def main() -> None:
             adapted, env_id, tasks, episodes=args.episodes, seed=args.eval_seed
         )
         _row(args, f", K = {k}", rets, wall)
+    if args.true_latent:
+        if not isinstance(policy, metarobot.RMAPolicy):
+            raise ValueError("--true-latent needs an RMA policy")
+        with torch.no_grad():
+            feats = torch.as_tensor(TaskFeatures(env_id).batch(tasks))
+            z = policy.encoder(feats).numpy()
+        rets = evaluation_returns(
+            [policy.with_latent(zi) for zi in z],
+            env_id,
+            tasks,
+            episodes=args.episodes,
+            seed=args.eval_seed,
+        )
+        _row(args, ", true latent", rets, wall)
 
 
 def _row(args: argparse.Namespace, label: str, rets: np.ndarray, wall: float) -> None:

@@ -467,8 +467,8 @@ def test_disabled_actuator_produces_no_force(fid, tasks):
         assert data.qfrc_actuator[dof[i]] != 0.0
 
 
-def test_reversed_motor_pushes_the_other_way():
-    fid = CHEAP
+@pytest.mark.parametrize("fid", [CHEAP, "metarobot/InvertedDoublePendulumRandParams-v0"])
+def test_reversed_motor_pushes_the_other_way(fid):
     env = gym.make(fid)
     model, data = env.unwrapped.model, env.unwrapped.data
     base = dict(me.task_split(fid)[0][0].scales)
