@@ -93,6 +93,8 @@ def main() -> None:
         raise ValueError(f"--steps must be > 0, got {args.steps}")
     if any(k < 1 for k in args.adapt):
         raise ValueError(f"--adapt episodes must each be >= 1, got {args.adapt}")
+    if args.true_latent and args.method != "rma":
+        raise ValueError(f"--true-latent needs --method rma, got {args.method!r}")
     torch.set_num_threads(1)
     env_id = f"metarobot/{args.family}-v0"
     t0 = time.time()
@@ -118,7 +120,7 @@ def main() -> None:
         _row(args, f", K = {k}", rets, wall)
     if args.true_latent:
         if not isinstance(policy, metarobot.RMAPolicy):
-            raise ValueError("--true-latent needs an RMA policy")
+            raise ValueError(f"--true-latent needs an RMA policy, --load gave {type(policy)!r}")
         with torch.no_grad():
             feats = torch.as_tensor(TaskFeatures(env_id).batch(tasks))
             z = policy.encoder(feats).numpy()

@@ -17,10 +17,10 @@ class InvertedDoublePendulumRandParams(Family):
     Gymnasium's ``InvertedDoublePendulum-v5`` whose cart and link masses, joint damping and motor
     gear change from task to task, and whose motor is wired in reverse in about half of the
     tasks. It is :class:`InvertedPendulumRandParams`'s harder sibling. The double pole falls
-    within a few dozen steps unless the cart is driven the right way, so the polarity has to
-    be found within the first steps of an episode, from how the cart answers the first
-    pushes. A reactive policy cannot balance both wirings: the push that catches the pole
-    under one wiring knocks it over under the other.
+    within about 10 steps unless the cart is driven the right way (8–9 with no force), so
+    the polarity has to be found within the first steps of an episode, from how the cart
+    answers the first pushes. A reactive policy cannot balance both wirings: the push that
+    catches the pole under one wiring knocks it over under the other.
 
     ## Randomized parameters
     | parameter | distribution (scale on nominal) | elements |
