@@ -296,7 +296,12 @@ def test_bptt_chunks_start_from_the_rollout_state():
 
 def test_recurrent_trains_with_bptt_and_rejects_a_bad_length():
     pol = train_recurrent(
-        PENDULUM, steps=400, seed=0, n_envs=2, nthread=1, hidden=8,
+        PENDULUM,
+        steps=400,
+        seed=0,
+        n_envs=2,
+        nthread=1,
+        hidden=8,
         settings=PPOSettings(minibatches=2, epochs=1, bptt=4),
     )
     assert pol.meta["env_steps"] <= 400
