@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-__all__ = ["command_line", "git_commit", "machine", "provenance_lines"]
+__all__ = ["command_line", "git_commit", "machine", "numerics", "provenance_lines"]
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -61,8 +61,25 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
+def numerics() -> str:
+    """The libraries whose float rounding a result depends on, and the CPU kernels torch uses.
+
+    torch's CPU kernels are chosen by instruction-set level (``DEFAULT``, ``AVX2``, ``AVX512``,
+    ...), and float results differ with it: an RL run is bit-identical only on the same machine
+    type with these versions, and must be compared statistically elsewhere.
+    """
+    import mujoco
+    import numpy as np
+    import torch
+
+    return (
+        f"torch {torch.__version__} (CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+        f"{torch.get_num_threads()} thread(s)), MuJoCo {mujoco.__version__}, NumPy {np.__version__}"
+    )
+
+
 def provenance_lines(command: str | None = None) -> list[str]:
-    """Markdown lines: command, metarobot version, git commit (when there is one), machine."""
+    """Markdown lines: command, version, git commit (when there is one), machine, numerics."""
     try:
         ver = version("metarobot")
     except PackageNotFoundError:
@@ -72,5 +89,6 @@ def provenance_lines(command: str | None = None) -> list[str]:
         f"- command: `{command or command_line()}`",
         f"- metarobot {ver}" + (f", git commit `{commit}`" if commit else ", not a git checkout"),
         f"- machine: {machine()}",
+        f"- numerics: {numerics()}",
     ]
     return lines

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from metarobot.envs import Task, task_split
+from metarobot.invariant import rowwise_gru_cell, rowwise_sequential
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
 from metarobot.policies import RunningNorm, make_policy
 from metarobot.ppo import PPOSettings, train_episodic_ppo
@@ -188,7 +189,10 @@ class RecurrentPolicy(StatefulPolicy):
 
 
 class _GRUActor:
-    """GRU states of N worlds; float64 so a world's actions do not depend on N."""
+    """GRU states of N worlds, in float64 and row by row, so a world's actions do not depend on N.
+
+    See :mod:`metarobot.invariant`: a plain batched forward is not row-invariant on every CPU.
+    """
 
     def __init__(self, policies: Sequence[StatefulPolicy]) -> None:
         p0 = policies[0]
@@ -219,10 +223,12 @@ class _GRUActor:
             (np.asarray(obs, dtype=np.float64) - self.mean) * self.inv, -self.clipv, self.clipv
         )
         x = np.concatenate([on, self.prev_a, np.asarray(rewards, np.float64)[:, None]], axis=1)
+        net = self.net
         with torch.no_grad():
-            mean, _, h = self.net(torch.as_tensor(x)[:, None], torch.as_tensor(self.h)[None])
-        self.h = h[0].numpy()
-        m = mean[:, 0].numpy()
+            e = rowwise_sequential(net.embed, torch.as_tensor(x))
+            h = rowwise_gru_cell(e, torch.as_tensor(self.h), net.gru)
+            m = rowwise_sequential(net.pi, h).numpy()
+        self.h = h.numpy()
         act = m if noise is None else m + np.exp(self.net.log_std.detach().numpy()) * noise
         act = np.clip(act, self.low, self.high)
         self.prev_a = act

@@ -36,6 +36,7 @@ from torch import nn
 
 from metarobot.context import TaskFeatures
 from metarobot.envs import Task, make_batched, task_split
+from metarobot.invariant import rowwise_sequential
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
 from metarobot.policies import make_policy
 from metarobot.ppo import PPOSettings, train_episodic_ppo
@@ -199,7 +200,10 @@ def _networks(cfg: dict[str, Any]) -> tuple[nn.Sequential, nn.Sequential, nn.Seq
 
 
 class _RMAActor:
-    """Histories of N worlds; acts in float64 so a world's actions do not depend on N."""
+    """Histories of N worlds, in float64 and row by row, so a world's actions do not depend on N.
+
+    See :mod:`metarobot.invariant`: a plain batched forward is not row-invariant on every CPU.
+    """
 
     def __init__(self, policies: Sequence[StatefulPolicy]) -> None:
         p0 = policies[0]
@@ -237,7 +241,7 @@ class _RMAActor:
         on = np.clip((obs - self.p.obs_mean) / self.p.obs_std, -10.0, 10.0)
         inp = np.concatenate([on, self.hist.reshape(len(obs), -1)], axis=1)
         with torch.no_grad():
-            return self.phi(torch.as_tensor(inp)).numpy()
+            return rowwise_sequential(self.phi, torch.as_tensor(inp)).numpy()
 
     def act(self, obs: np.ndarray, rewards: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
@@ -256,7 +260,9 @@ class _RMAActor:
         """
         on = np.clip((obs - self.p.obs_mean) / self.p.obs_std, -10.0, 10.0)
         with torch.no_grad():
-            mean = self.actor(torch.as_tensor(np.concatenate([on, z], axis=1))).numpy()
+            mean = rowwise_sequential(
+                self.actor, torch.as_tensor(np.concatenate([on, z], axis=1))
+            ).numpy()
         act = mean if noise is None else mean + np.exp(self.log_std.numpy()) * noise
         act = np.clip(act, self.low, self.high)
         self.hist[:, 1:] = self.hist[:, :-1]
