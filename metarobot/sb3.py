@@ -303,7 +303,6 @@ class TaskScheduleCallback(BaseCallback):
     def _switch(self) -> None:
         env = self.training_env
         if self.tasks is None:
-
             self.tasks = task_split(env.get_attr("family", indices=[0])[0])[0]
         for i in range(env.num_envs):
             task = self.tasks[int(self.rng.integers(len(self.tasks)))]

@@ -1,6 +1,10 @@
 """BatchedMujocoEnv: N worlds through mujoco.batch, checked against Gymnasium's own envs.
 
-Every comparison is exact (bit for bit); whole-episode parity per family is in test_parity.py.
+Every comparison is exact (bit for bit), which the simulator guarantees on any CPU: each world
+is its own MuJoCo computation on its own data (``mujoco.batch`` documents bit-identity with a
+loop over one MjData per world), and the vectorized kernels apply the same float64 operations
+in the same order as Gymnasium's per-env code. Whole-episode parity per family is in
+test_parity.py.
 """
 
 from __future__ import annotations

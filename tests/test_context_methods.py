@@ -115,6 +115,8 @@ def test_reward_history_tells_apart_tasks_that_differ_only_in_reward(rma_goal_po
     tasks = sorted(task_split(DIRECTION)[1], key=lambda t: t.to_json())
     actor = RMAPolicy.batch_actor([fixed, fixed])
     out = run_actor_episodes(actor, DIRECTION, tasks, episodes=1, seeds=[3, 3], nthread=1)
+    # Bit equality is guaranteed: the physics of a world is its own MuJoCo computation and the
+    # actor computes every row on its own (metarobot.invariant), on any CPU.
     np.testing.assert_array_equal(actor.hist[0, :, :-1], actor.hist[1, :, :-1])
     # Entry j (j >= 1; entry 0 still waits for its reward) holds the reward of step T-1-j.
     horizon = out.rewards.shape[-1]
@@ -194,6 +196,7 @@ def test_a_world_does_not_depend_on_the_batch(which, rma_policy, rec_policy):
     three = run_actor_episodes(
         type(pol).batch_actor([pol] * 3), PENDULUM, tasks, episodes=1, seeds=[5, 6, 7], nthread=1
     )
+    # Exact: each world's physics and each actor row are computed on their own, whatever N.
     np.testing.assert_array_equal(one.rewards[0], three.rewards[0])
 
 

@@ -3,7 +3,8 @@
 World i of ``make_batched(id, tasks).reset(seed=s)`` equals ``gym.make(id)`` reset with seed
 ``s + i`` and task i: same observations, rewards and episode ends, bit for bit, until the episode
 ends — for every family, on both the kernel path and the generic path, and for Gymnasium robots
-the project does not ship.
+the project does not ship. Exact equality is what the simulator guarantees on any CPU (see
+test_batched.py): nothing here passes through a matrix multiply whose rounding depends on N.
 """
 
 from __future__ import annotations

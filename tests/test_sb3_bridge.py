@@ -313,6 +313,7 @@ def test_vec_env_seed_makes_reset_reproducible():
     c = venv.reset()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+    # Exact: a reset is one world's own MuJoCo computation from its seed.
     np.testing.assert_array_equal(a[1], c[0])  # world i is seeded with seed + i
     venv.close()
 
