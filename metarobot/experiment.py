@@ -513,7 +513,16 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
             agg,
             cfg.name,
             notes,
-            header=header,
+            header=[
+                *header,
+                f"- runs: {len(cfg.train_seeds)} training seed(s) × {len(e.seeds)} evaluation "
+                f"seed(s) × {e.n_test_tasks} held-out tasks"
+                + (
+                    f", every trained method held to {cfg.budget_steps:,} env steps"
+                    if cfg.budget_steps is not None
+                    else ""
+                ),
+            ],
             budgets=_steps_used(cfg, out),
         )
     )

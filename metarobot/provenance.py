@@ -73,8 +73,8 @@ def numerics() -> str:
     import torch
 
     return (
-        f"torch {torch.__version__} (CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
-        f"{torch.get_num_threads()} thread(s)), MuJoCo {mujoco.__version__}, NumPy {np.__version__}"
+        f"torch {torch.__version__} (CPU kernels {torch.backends.cpu.get_cpu_capability()}), "
+        f"MuJoCo {mujoco.__version__}, NumPy {np.__version__}"
     )
 
 

@@ -242,6 +242,7 @@ def test_summary_starts_with_provenance_and_states_budgets(first):
     assert "- machine: " in head
     # Float results depend on these: the record names them and torch's CPU kernel level.
     assert "- numerics: torch " in head and "CPU kernels " in head and "MuJoCo " in head
+    assert "training seed(s) × " in head and "held-out tasks" in head
     assert "## training budget (environment steps)" in text
     for section in ("## IQM", "## mean", "## median", "## optimality gap", "## per task"):
         assert section in text
