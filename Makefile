@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench docs
 
 bench: $(STAMP)
 	$(PY) experiments/bench_sim.py --out experiments/results/bench_sim.md
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	# CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[dev,ray,gpu]"
+	$(PY) -m pip install -e ".[dev,ray,gpu,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +24,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(MAKE) docs
 	$(PY) -m pytest -q
+
+# The documentation site, into site/ (git-ignored): no network, GPU or training needed.
+# NO_MKDOCS_2_WARNING silences mkdocs-material's end-of-life banner.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -35,8 +35,8 @@ class Reptile(MetaLearner):
 
     Args:
         env_id: Family to meta-train on.
-        policy: Initial policy (optional).
-        **config: :class:`metarobot.learners.base.MetaConfig` fields (``inner_steps`` defaults
+        policy (Policy | None): Initial policy (optional).
+        **config (Any): :class:`metarobot.learners.base.MetaConfig` fields (``inner_steps`` defaults
             to 3 here).
     """
 

@@ -1,0 +1,337 @@
+"""MkDocs hook: the Results and API reference pages, generated at every build.
+
+Nothing here is copied by hand, so a result folder or a public name added later shows up in the
+next build on its own:
+
+- **Results.** Every folder of ``experiments/results/`` becomes a page ``results/<folder>.md``:
+  its ``config.toml`` header comment (what the run is for), its ``summary.md`` and any other
+  Markdown file in it (e.g. ``seed_verdicts.md``), its plots and videos embedded, its other files
+  (CSV, TOML) linked, and the config itself. Every top-level ``experiments/results/*.md`` becomes
+  a page too (benchmarks, gaps, probes, ``adapt_gain``). The prose that says what a result shows
+  lives in ``docs/results/notes/<name>.md`` and is put at the top of the page of the same name;
+  those notes are not pages of their own, and their links are relative to ``docs/results/``.
+  The pages are added to the ``Results`` section of the nav.
+- **API reference.** ``api/metarobot.md`` and ``api/envs.md`` hold one mkdocstrings directive
+  per name of ``metarobot.__all__`` and ``metarobot.envs.__all__`` (read from the source with
+  ``ast``, so the build imports neither torch nor MuJoCo).
+- **Import path.** ``metarobot.envs`` is installed from ``envs/`` (setuptools ``package-dir``),
+  which griffe's static finder cannot see through an editable install. ``build/docs-api/`` gets
+  a ``metarobot/`` folder of symlinks to ``metarobot/*`` plus ``envs`` → ``envs/``, and the
+  mkdocstrings handler reads the sources from there (``paths`` in ``mkdocs.yml``).
+- **Cross-references.** Docstrings use Sphinx roles (``:func:`adapt```); the rendered HTML
+  shows them as plain code, without the role.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File, Files
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "experiments" / "results"
+NOTES = ROOT / "docs" / "results" / "notes"
+API_SRC = ROOT / "build" / "docs-api"
+
+#: The nav section that receives the generated result pages.
+RESULTS_SECTION = "Results"
+#: Public modules whose ``__all__`` the API reference lists: (page, module, source file).
+API_MODULES: tuple[tuple[str, str, Path], ...] = (
+    ("api/metarobot.md", "metarobot", ROOT / "metarobot" / "__init__.py"),
+    ("api/envs.md", "metarobot.envs", ROOT / "envs" / "__init__.py"),
+)
+_API_INTRO = {
+    "metarobot": (
+        "Learning: policies, meta-learners, the context methods, adaptation, checkpoints. "
+        "Every name of `metarobot.__all__`, in that order."
+    ),
+    "metarobot.envs": (
+        "Task distributions: parameter specs, tasks, the `RandomizedDynamics` wrapper, splits "
+        "and the batched simulator. Every name of `metarobot.envs.__all__`, in that order."
+    ),
+}
+#: What each plot the experiment runner writes shows (other images get their file name).
+PLOT_CAPTIONS = {
+    "adaptation_curve": "Normalized score against K adaptation episodes (IQM, 95% CI bands).",
+    "within_episode": (
+        "Mean reward per step since reset at K = 0: how fast each method adapts inside its first "
+        "episode."
+    ),
+    "learning_curve": "Meta-training returns before and after adaptation.",
+}
+_IMAGE_SUFFIXES = (".png", ".gif", ".jpg", ".jpeg", ".svg", ".webp")
+_ROLE = re.compile(
+    r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|const):<code>(~?)([^<]+)</code>"
+)
+
+
+@dataclass
+class Page:
+    """One generated page.
+
+    Attributes:
+        uri: Path of the page inside the docs (``results/quickstart.md``).
+        label: Its title in the nav.
+        group: Nav group under Results (``""``: directly under Results).
+        markdown: The page's Markdown.
+        assets: ``(uri, file on disk)`` of every file the page embeds or links.
+    """
+
+    uri: str
+    label: str
+    group: str
+    markdown: str
+    assets: list[tuple[str, Path]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- API reference
+
+
+def public_names(init: Path) -> list[str]:
+    """The names of a module's ``__all__``, read from its source without importing it.
+
+    Args:
+        init: The module's source file.
+
+    Returns:
+        The names, in the order of ``__all__``.
+
+    Raises:
+        ValueError: If the module has no literal ``__all__`` list.
+    """
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            value = ast.literal_eval(node.value)  # type: ignore[union-attr]
+            return [str(v) for v in value]
+    raise ValueError(f"{init} has no literal __all__")
+
+
+def api_pages() -> list[Page]:
+    """One page per public module, one mkdocstrings directive per name of its ``__all__``."""
+    pages = []
+    for uri, module, init in API_MODULES:
+        lines = [f"# `{module}`", "", _API_INTRO[module], ""]
+        for name in public_names(init):
+            lines += [f"::: {module}.{name}", ""]
+        pages.append(Page(uri, module, "", "\n".join(lines)))
+    return pages
+
+
+def build_api_sources() -> Path:
+    """Lay out ``metarobot`` with ``metarobot.envs`` inside it, as symlinks, for griffe."""
+    pkg = API_SRC / "metarobot"
+    if API_SRC.exists():
+        shutil.rmtree(API_SRC)
+    pkg.mkdir(parents=True)
+    for item in sorted((ROOT / "metarobot").iterdir()):
+        if item.name != "__pycache__":
+            (pkg / item.name).symlink_to(item)
+    (pkg / "envs").symlink_to(ROOT / "envs", target_is_directory=True)
+    return API_SRC
+
+
+# ---------------------------------------------------------------------- results
+
+
+def _notes(name: str) -> str:
+    path = NOTES / f"{name}.md"
+    return path.read_text(encoding="utf-8").strip() + "\n" if path.is_file() else ""
+
+
+def _demote(markdown: str) -> str:
+    """Every heading one level down (``#`` → ``##``), outside code fences."""
+    out, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        out.append("#" + line if not fenced and re.match(r"#{1,5} ", line) else line)
+    return "\n".join(out)
+
+
+def _split_title(markdown: str, default: str) -> tuple[str, str]:
+    """``(first H1 text, the rest)``; ``default`` when the file has no leading H1."""
+    lines = markdown.strip().splitlines()
+    if lines and lines[0].startswith("# "):
+        return lines[0][2:].strip(), "\n".join(lines[1:]).strip()
+    return default, markdown.strip()
+
+
+def _config_comment(config: Path) -> str:
+    """The ``#`` comment block at the top of a config: what the run is for."""
+    text = []
+    for line in config.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        text.append(line.lstrip("#").strip())
+    return " ".join(t for t in text if t)
+
+
+def _config_description(config: Path) -> str:
+    try:
+        return str(tomllib.loads(config.read_text(encoding="utf-8")).get("description", ""))
+    except tomllib.TOMLDecodeError:
+        return ""
+
+
+def _image(uri: str, name: str) -> list[str]:
+    stem = Path(name).stem
+    caption = PLOT_CAPTIONS.get(stem, f"`{name}`")
+    return [f"![{stem}]({uri})", "", f"*{caption}*", ""]
+
+
+def folder_page(folder: Path) -> Page:
+    """The page of one result folder (a table, a video folder, ...)."""
+    name = folder.name
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    md_files = [p for p in files if p.suffix == ".md"]
+    summary = folder / "summary.md"
+    if summary in md_files:  # the table first, then the other Markdown files
+        md_files.remove(summary)
+        md_files.insert(0, summary)
+    config = folder / "config.toml"
+    assets = [(f"results/{name}/{p.name}", p) for p in files if p.suffix != ".md"]
+
+    title, body = name, ""
+    if md_files and md_files[0] == summary:
+        title, body = _split_title(summary.read_text(encoding="utf-8"), name)
+    lines = [f"# {title}", ""]
+    if config.is_file() and _config_description(config):
+        lines += [f"*{_config_description(config)}*", ""]
+    lines += [f"Folder: `experiments/results/{name}/`.", ""]
+    if config.is_file() and _config_comment(config):
+        lines += [f"> **What the config says it is for:** {_config_comment(config)}", ""]
+    if notes := _notes(name):
+        lines += ["## What it shows", "", notes]
+    images = [p for p in files if p.suffix.lower() in _IMAGE_SUFFIXES]
+    if images:
+        lines += ["## Plots and videos" if len(images) > 1 else "## Plot", ""]
+        for p in images:
+            lines += _image(f"{name}/{p.name}", p.name)
+    if body:
+        lines += ["## The table (`summary.md`)", "", _demote(body), ""]
+    for extra in md_files[1 if body else 0 :]:
+        lines += [f"## `{extra.name}`", "", _demote(extra.read_text(encoding="utf-8")), ""]
+    others = [p for p in files if p.suffix != ".md" and p not in images]
+    if others:
+        lines += ["## Files", ""]
+        lines += [f"- [`{p.name}`]({name}/{p.name})" for p in others]
+        lines.append("")
+    if config.is_file():
+        lines += ['??? note "The exact config (`config.toml`)"', "", "    ```toml"]
+        lines += [f"    {line}".rstrip() for line in config.read_text("utf-8").splitlines()]
+        lines += ["    ```", ""]
+    group = "Tables" if config.is_file() or summary.is_file() else ""
+    return Page(f"results/{name}.md", name, group, "\n".join(lines), assets)
+
+
+def file_page(path: Path) -> Page:
+    """The page of one top-level result file (``gaps.md``, ``bench_sim.md``, ...)."""
+    name = path.stem
+    title, body = _split_title(path.read_text(encoding="utf-8"), name)
+    companions = sorted(p for p in RESULTS.glob(f"{name}.*") if p.suffix != ".md")
+    lines = [f"# {title}", "", f"File: `experiments/results/{path.name}`.", ""]
+    if notes := _notes(name):
+        lines += ["## What it shows", "", notes]
+    lines += [body, ""]
+    if companions:
+        lines += ["## Files", ""] + [f"- [`{p.name}`]({p.name})" for p in companions] + [""]
+    group = "Benchmarks" if name.startswith(("bench_", "fuzz_")) else "Analyses"
+    assets = [(f"results/{p.name}", p) for p in companions]
+    return Page(f"results/{name}.md", name, group, "\n".join(lines), assets)
+
+
+def _table_order(page: Page) -> tuple[int, str]:
+    return (0 if page.label.startswith("quickstart") else 1, page.label)
+
+
+def result_pages(results: Path = RESULTS) -> list[Page]:
+    """Every generated result page: folders (quickstart first), then top-level files."""
+    if not results.is_dir():
+        return []
+    folders = [folder_page(p) for p in sorted(results.iterdir()) if p.is_dir()]
+    files = [file_page(p) for p in sorted(results.glob("*.md"))]
+    return sorted(folders, key=_table_order) + files
+
+
+def results_nav(pages: list[Page]) -> list[Any]:
+    """Nav entries of the generated pages, grouped (Tables, Analyses, Benchmarks)."""
+    nav: list[Any] = []
+    groups: dict[str, list[Any]] = {}
+    for page in pages:
+        entry = {page.label: page.uri}
+        if page.group:
+            if page.group not in groups:
+                groups[page.group] = []
+                nav.append({page.group: groups[page.group]})
+            groups[page.group].append(entry)
+        else:
+            nav.append(entry)
+    return nav
+
+
+def results_index(pages: list[Page]) -> str:
+    """Markdown list of every generated result page (appended to ``results/index.md``)."""
+    lines = [
+        "",
+        "## Every result page",
+        "",
+        "Generated from `experiments/results/` at build time.",
+        "",
+    ]
+    for page in pages:
+        where = f" ({page.group.lower()})" if page.group else ""
+        lines.append(f"- [{page.label}]({Path(page.uri).name}){where}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- MkDocs events
+
+
+@event_priority(100)  # before mkdocstrings' on_config, which drops search paths that do not exist
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    """Lay out the API sources and put the generated result pages into the nav."""
+    build_api_sources()
+    for item in config.nav or []:
+        if isinstance(item, dict) and RESULTS_SECTION in item:
+            section = item[RESULTS_SECTION]
+            item[RESULTS_SECTION] = [*section, *results_nav(result_pages())]
+    return config
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    """Add the generated pages and the files they embed or link."""
+    pages = result_pages()
+    for page in [*api_pages(), *pages]:
+        files.append(File.generated(config, page.uri, content=page.markdown))
+        for uri, path in page.assets:
+            files.append(File.generated(config, uri, abs_src_path=str(path)))
+    index = files.get_file_from_path("results/index.md")
+    if index is not None:
+        index.content_string = index.content_string + results_index(pages)
+    return files
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    """Show Sphinx roles of docstrings (``:func:`x```) as plain code."""
+    return _ROLE.sub(_plain_code, html)
+
+
+def _plain_code(match: re.Match[str]) -> str:
+    """``~a.b.C`` shows ``C`` (as Sphinx does), ``a.b.C`` shows ``a.b.C``."""
+    target = match.group(2)
+    return f"<code>{target.rsplit('.', 1)[-1] if match.group(1) else target}</code>"
