@@ -7,6 +7,12 @@ log-likelihood gradient; later steps re-use the same episodes, and clipping keep
 data). ``α`` is the policy's (possibly meta-learned, per-parameter) step size unless ``lr`` is
 given. The observation normalizer is frozen. The input policy is never modified.
 
+With ``rounds=R > 1`` this becomes a fine-tuning loop in the new environment: R rounds of
+{collect K episodes with the *current* policy, refit the advantage baseline, S clipped-surrogate
+steps on them}, so each round's probability ratios are taken against the policy that collected
+its data (PPO's outer loop); ``rounds=1`` is the single update above. The safeguard judges the
+final policy against the input.
+
 ``adapt_many`` does the same for N environments at once: one batched simulator with N·K worlds,
 and the N parameter sets stacked and updated by one ``torch.func.vmap``-ed gradient. It returns
 exactly what N sequential ``adapt`` calls return (task i uses seed ``seed + i``).
@@ -22,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch.func import grad, vmap
+from tqdm.auto import trange
 
 from metarobot.checkpoint import AnyPolicy, check_compatible
 from metarobot.envs import BatchedMujocoEnv, Task, find_randomized
@@ -79,13 +86,48 @@ def inner_update(
     return {k: params[k] - lr[k] * g[k] for k in params}
 
 
-def _step_sizes(policy: Policy, lr: float | None, device: torch.device) -> Params:
-    if lr is None:
-        return {k: v.to(device) for k, v in policy.inner_lr.items()}
+def _positive_lr(lr: Any) -> float:
     val = float(lr)
     if not (math.isfinite(val) and val > 0):
         raise ValueError(f"lr must be a finite number in (0, inf) or None, got {lr!r}")
+    return val
+
+
+def _step_sizes(policy: Policy, lr: float | None, device: torch.device) -> Params:
+    if lr is None:
+        return {k: v.to(device) for k, v in policy.inner_lr.items()}
+    val = _positive_lr(lr)
     return {k: torch.full_like(v, val, device=device) for k, v in policy.params.items()}
+
+
+class _StackedAdam:
+    """Adam (Kingma & Ba, 2015; torch's defaults) on N stacked parameter sets at once.
+
+    Every operation is element-wise, so stacking the N environments' parameters along a leading
+    dimension updates each set exactly as its own Adam would.
+    """
+
+    def __init__(
+        self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.t = 0
+        self.m: Params = {}
+        self.v: Params = {}
+
+    def step(self, params: Params, grads: Params) -> Params:
+        """One Adam step; returns the new parameters (the inputs are not modified)."""
+        b1, b2 = self.betas
+        self.t += 1
+        out: Params = {}
+        for key, p in params.items():
+            g = grads[key]
+            self.m[key] = b1 * self.m.get(key, torch.zeros_like(g)) + (1 - b1) * g
+            self.v[key] = b2 * self.v.get(key, torch.zeros_like(g)) + (1 - b2) * g * g
+            m_hat = self.m[key] / (1 - b1**self.t)
+            v_hat = self.v[key] / (1 - b2**self.t)
+            out[key] = p - self.lr * m_hat / (torch.sqrt(v_hat) + self.eps)
+        return out
 
 
 def _default_steps(policy: Policy, steps: int | None) -> int:
@@ -100,6 +142,13 @@ VALIDATION_SEED_OFFSET = 500_009
 DEFAULT_VALIDATION_EPISODES = 4
 #: Standard errors of the paired validation gain an update must clear by default.
 DEFAULT_MARGIN = 1.0
+#: Adam's step size when ``optimizer="adam"`` and no ``lr`` is given (PPO's usual 3e-4).
+DEFAULT_ADAM_LR = 3e-4
+#: Optimizers of the MLP update: plain (meta-learned) steps, or Adam across rounds.
+OPTIMIZERS = ("sgd", "adam")
+#: Seed offset between consecutive fine-tuning rounds (round r of task i: seed + i + r·this),
+#: far from the validation offset so no two episode streams coincide.
+ROUND_SEED_STRIDE = 1_000_003
 
 
 def adapt_many(
@@ -121,6 +170,9 @@ def adapt_many(
     validation_episodes: int | None = None,
     margin: float = DEFAULT_MARGIN,
     engine: str = "batch",
+    rounds: int = 1,
+    optimizer: str = "sgd",
+    progress: bool = False,
 ) -> list[AnyPolicy] | tuple[list[AnyPolicy], EpisodeBatch | None]:
     """Adapt one policy to N environments at once.
 
@@ -128,7 +180,8 @@ def adapt_many(
 
     - **MLP policies** (meta-learners, baselines): S gradient steps ``θ − α ⊙ ∇L(θ)`` of PPO's
       clipped surrogate on K sampled episodes per environment, vmapped over environments, with
-      the policy's own (meta-learned) step sizes or ``lr``.
+      the policy's own (meta-learned) step sizes or ``lr``; with ``rounds=R``, R rounds of
+      {K fresh episodes with the current parameters, S steps} (R·K episodes in all).
     - **RMA**: the mean latent ``ẑ`` its adaptation module inferred over K episodes becomes a
       fixed latent, so the next episode is adapted from its first step.
     - **Recurrent**: the K episodes run back to back with the GRU state carried across them;
@@ -167,6 +220,12 @@ def adapt_many(
         engine: Simulator of the episodes: ``"batch"`` (mujoco.batch, CPU) or ``"warp"``
             (MuJoCo Warp on ``device``: episodes, gradient steps and the safeguard stay on the
             device; MLP policies only).
+        rounds: R ≥ 1 rounds of collect-then-update (MLP policies; context policies adapt
+            through their context and take ``rounds=1``).
+        optimizer: ``"sgd"``: each step is ``θ − α ⊙ ∇L`` (the meta-learned step sizes, or
+            ``lr``); ``"adam"``: Adam with step size ``lr`` (default 3e-4) whose moments carry
+            across rounds, as in PPO (MLP policies).
+        progress: Show a progress bar over rounds.
 
     Returns:
         N adapted policies (and the episodes when ``return_batch``). Each has
@@ -185,6 +244,14 @@ def adapt_many(
             f"engine={engine!r} adapts MLP policies only; {policy.kind} policies use engine='batch'"
         )
     k = check_int("episodes", episodes)
+    r = check_int("rounds", rounds)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if r > 1 and isinstance(policy, StatefulPolicy):
+        raise ValueError(
+            f"rounds must be 1 for {policy.kind} policies (they adapt through their context, not "
+            f"by gradient rounds), got {rounds}"
+        )
     v_eps = (
         max(k, DEFAULT_VALIDATION_EPISODES)
         if validation_episodes is None
@@ -221,11 +288,30 @@ def adapt_many(
     else:
         s = _default_steps(policy, steps)
         candidates, batch = _gradient_candidates(
-            policy, env_id, tasks, k, s, lr, dev, seeds, clip, gamma, lam, nthread, engine
+            policy,
+            env_id,
+            tasks,
+            k,
+            s,
+            lr,
+            dev,
+            seeds,
+            clip,
+            gamma,
+            lam,
+            nthread,
+            engine,
+            r,
+            optimizer,
+            progress,
         )
-        what = f"{s} gradient step(s)"
+        what = f"{s} gradient step(s)" if r == 1 else f"{r} rounds × {s} gradient step(s)"
+        if optimizer != "sgd":
+            what += f" ({optimizer})"
     for c, t in zip(candidates, tasks, strict=True):
         c.meta["adapted"] = {"task": t.to_json(), "episodes": k, "update": what}
+        if r > 1:
+            c.meta["adapted"]["rounds"] = r
     if safe:
         candidates = _safeguard(
             policy, candidates, env_id, tasks, v_eps, float(margin), seeds, nthread, engine, dev
@@ -247,25 +333,38 @@ def _gradient_candidates(
     lam: float,
     nthread: int | None,
     engine: str,
+    rounds: int = 1,
+    optimizer: str = "sgd",
+    progress: bool = False,
 ) -> tuple[list[AnyPolicy], EpisodeBatch]:
     n = len(tasks)
     work = policy.clone().to(dev)
-    alpha = _step_sizes(work, lr, dev)
+    if optimizer == "adam":
+        adam = _StackedAdam(DEFAULT_ADAM_LR if lr is None else _positive_lr(lr))
+        grads = vmap(grad(lambda p, d: surrogate_loss(work, p, d, clip)))
+
+        def step(p: Params, d: Mapping[str, torch.Tensor]) -> Params:
+            return adam.step(p, grads(p, d))
+    else:
+        alpha = _step_sizes(work, lr, dev)
+        step = vmap(lambda p, d: inner_update(work, p, alpha, d, clip))
     env = episode_env(env_id, tasks, k, nthread=nthread, engine=engine, device=dev)
     try:
         check_compatible(work, env.host_env if engine == "warp" else env.worlds[0])
-        stacked = {
-            key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()
-        }
-        batch = collect(work, env, stacked, n_tasks=n, episodes=k, seeds=seeds, stacked=True)
+        params = {key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()}
+        for r in trange(rounds, desc="adapt rounds", disable=not progress or rounds == 1):
+            # Round 0 uses the given seeds, so rounds=1 is the single update; later rounds draw
+            # fresh start states and noise, and collect with the parameters updated so far.
+            round_seeds = [None if x is None else x + r * ROUND_SEED_STRIDE for x in seeds]
+            batch = collect(
+                work, env, params, n_tasks=n, episodes=k, seeds=round_seeds, stacked=True
+            )
+            compute_advantages(batch, gamma, lam)
+            data = batch.loss_inputs()
+            for _ in range(s):
+                params = step(params, data)
     finally:
         env.close()
-    compute_advantages(batch, gamma, lam)
-    data = batch.loss_inputs()
-    step = vmap(lambda p, d: inner_update(work, p, alpha, d, clip))
-    params = stacked
-    for _ in range(s):
-        params = step(params, data)
     adapted: list[AnyPolicy] = []
     for i in range(n):
         p = work.with_params({key: v[i] for key, v in params.items()})
@@ -370,7 +469,8 @@ def adapt(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         seed: Seed of the episodes (same seed → same adapted policy on CPU).
         task: The task, when ``env`` is a family id.
-        **kwargs: Passed to :func:`adapt_many` (``safe``, ``validation_episodes``, ``clip``,
+        **kwargs: Passed to :func:`adapt_many` (``rounds``, ``progress``, ``safe``,
+            ``validation_episodes``, ``clip``,
             ``gamma``, ``lam``, ``nthread``).
 
     Returns:

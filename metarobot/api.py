@@ -46,7 +46,8 @@ def adapt(
         task: The task, when ``env`` is a family id.
         **kwargs: ``safe`` (default True: keep the adaptation only if its gain on fresh
             validation episodes clears zero by ``margin`` standard errors),
-            ``validation_episodes``, ``margin``, ``clip``, ``gamma``, ``lam``, ``nthread`` (see
+            ``validation_episodes``, ``margin``, ``rounds`` (R rounds of K episodes then an
+            update, MLP policies and SB3 models), ``clip``, ``gamma``, ``lam``, ``nthread`` (see
             :func:`metarobot.adapt_many`).
 
     Returns:

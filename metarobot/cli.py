@@ -171,6 +171,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         safe=not args.no_safeguard,
+        rounds=args.rounds,
+        progress=args.rounds > 1,
         **({} if args.margin is None else {"margin": args.margin}),
     )
     adapted.save(args.out)
@@ -182,8 +184,9 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
             f"return {info['validation_return_adapted']:.1f} adapted vs "
             f"{info['validation_return_original']:.1f} original)"
         )
+    per = f"{args.rounds} rounds × " if args.rounds > 1 else ""
     print(
-        f"adapted {args.checkpoint} to {task} with {args.episodes} episode(s) "
+        f"adapted {args.checkpoint} to {task} with {per}{args.episodes} episode(s) "
         f"({info.get('update', '')}) in {time.perf_counter() - t0:.1f} s{verdict}; saved {args.out}"
     )
     return 0
@@ -366,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=["test", "train"], default="test", help="split --task-index refers to"
     )
     a.add_argument("--episodes", type=_positive, default=2, help="episodes of experience (K)")
+    a.add_argument(
+        "--rounds",
+        type=_positive,
+        default=1,
+        help="rounds of collect-K-episodes-then-update (R; MLP policies, R·K episodes in all)",
+    )
     a.add_argument(
         "--steps",
         type=_positive,

@@ -196,6 +196,40 @@ def test_run_rejects_unknown_backend(workdir, capsys):
 # ---------------------------------------------------------------- adapt
 
 
+def test_adapt_runs_rounds_of_fine_tuning(checkpoint, workdir, capsys):
+    out = workdir / "rounds.pt"
+    code, stdout, err = run_main(
+        capsys,
+        "adapt",
+        "--checkpoint",
+        str(checkpoint),
+        "--env",
+        PENDULUM,
+        "--task-index",
+        "1",
+        "--episodes",
+        "2",
+        "--rounds",
+        "3",
+        "--device",
+        "cpu",
+        "--no-safeguard",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    assert "3 rounds × 2 episode(s)" in stdout
+    adapted = metarobot.load(str(out))
+    assert adapted.meta["adapted"]["rounds"] == 3
+    base = metarobot.load(str(checkpoint))
+    task = me.task_split(PENDULUM)[1][1]
+    again = metarobot.adapt(
+        base, PENDULUM, task=task, episodes=2, seed=0, device="cpu", safe=False, rounds=3
+    )
+    for k in base.params:
+        torch.testing.assert_close(adapted.params[k], again.params[k])
+
+
 def test_adapt_writes_loadable_policy(checkpoint, workdir):
     out = workdir / "x.pt"
     proc = cli(

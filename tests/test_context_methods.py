@@ -187,6 +187,13 @@ def test_save_load_gives_identical_actions_including_adapted_state(
 
 
 @pytest.mark.parametrize("which", ["rma", "recurrent"])
+def test_context_policies_refuse_gradient_rounds(which, rma_policy, rec_policy):
+    pol = rma_policy if which == "rma" else rec_policy
+    with pytest.raises(ValueError, match="rounds must be 1"):
+        metarobot.adapt_many(pol, PENDULUM, task_split(PENDULUM)[1][:1], rounds=2, nthread=1)
+
+
+@pytest.mark.parametrize("which", ["rma", "recurrent"])
 def test_a_world_does_not_depend_on_the_batch(which, rma_policy, rec_policy):
     pol = rma_policy if which == "rma" else rec_policy
     tasks = task_split(PENDULUM)[1][:3]
