@@ -24,6 +24,7 @@ from torch.func import grad, vmap
 import metarobot
 import metarobot.envs as me
 from metarobot.adaptation import surrogate_loss
+from metarobot.provenance import provenance_lines
 
 
 def device_name(dev: str) -> str:
@@ -33,22 +34,26 @@ def device_name(dev: str) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()}, torch threads {threads})"
 
 
-def bench_end_to_end(fid: str, sizes: list[int], dev: str, k: int, s: int, seq_max: int):
+def bench_end_to_end(
+    fid: str, sizes: list[int], dev: str, k: int, s: int, seq_max: int, extra: dict
+):
     policy = metarobot.make_policy(fid, seed=0)
     tasks_all = me.task_split(fid, n_train=max(sizes))[0]
     rows = []
     metarobot.adapt_many(
-        policy, fid, tasks_all[:2], episodes=k, steps=s, device=dev, seed=0
+        policy, fid, tasks_all[:2], episodes=k, steps=s, device=dev, seed=0, **extra
     )  # warm-up
     for n in sizes:
         tasks = tasks_all[:n]
         t0 = time.perf_counter()
-        metarobot.adapt_many(policy, fid, tasks, episodes=k, steps=s, device=dev, seed=0)
+        metarobot.adapt_many(policy, fid, tasks, episodes=k, steps=s, device=dev, seed=0, **extra)
         t_many = time.perf_counter() - t0
         m = min(n, seq_max)  # time a prefix of the loop when N is large, then scale
         t0 = time.perf_counter()
         for i in range(m):
-            metarobot.adapt(policy, fid, task=tasks[i], episodes=k, steps=s, device=dev, seed=i)
+            metarobot.adapt(
+                policy, fid, task=tasks[i], episodes=k, steps=s, device=dev, seed=i, **extra
+            )
         t_seq = (time.perf_counter() - t0) * n / m
         rows.append((n, n / t_seq, n / t_many, t_seq / t_many, m))
         print(
@@ -120,6 +125,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64, 256])
     ap.add_argument("--episodes", type=int, default=1)
     ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1, help="fine-tuning rounds per adaptation")
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     ap.add_argument(
         "--seq-max",
         type=int,
@@ -130,19 +137,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    extra = {"rounds": args.rounds, "optimizer": args.optimizer}
 
     lines = ["# Adaptation throughput: sequential `adapt` vs `adapt_many`", ""]
     lines += [
-        f"Family `{args.env}`; each adaptation collects K={args.episodes} episode(s) of 200 steps "
-        f"and takes S={args.steps} gradient step(s); metarobot {metarobot.__version__}, "
-        f"torch {torch.__version__}.",
-        "Command: `python experiments/bench_adapt.py"
-        + (f" --out {args.out}`" if args.out else "`"),
+        *provenance_lines(),
+        "",
+        f"Family `{args.env}`; each adaptation runs {args.rounds} round(s) of K={args.episodes} "
+        f"episode(s) of 200 steps and S={args.steps} gradient step(s) ({args.optimizer}), then "
+        "the safeguard's validation episodes.",
         "",
     ]
     for dev in devices:
         print(f"device {dev}: {device_name(dev)}", flush=True)
-        e2e = bench_end_to_end(args.env, args.sizes, dev, args.episodes, args.steps, args.seq_max)
+        e2e = bench_end_to_end(
+            args.env, args.sizes, dev, args.episodes, args.steps, args.seq_max, extra
+        )
         gr = bench_grad(args.env, args.sizes, dev)
         lines += [
             f"## {dev}: {device_name(dev)}",

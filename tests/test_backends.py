@@ -1,4 +1,9 @@
-"""Experiment units run the same on every backend: in-process, worker processes, Ray."""
+"""Experiment units run the same on every backend: in-process, worker processes, Ray.
+
+Results are compared byte for byte, which holds on any CPU: every unit sets the same torch thread
+count (``torch_threads``) in whichever process runs it and depends on nothing but its config and
+seed, so the same machine computes the same bits (across machine types only statistics agree).
+"""
 
 import csv
 import filecmp
