@@ -84,7 +84,9 @@ def main() -> None:
     p.add_argument("--budgets", type=int, nargs="+", default=[0, 5, 10, 20, 50, 100, 200])
     p.add_argument("--episodes-per-round", type=int, default=5, help="K")
     p.add_argument("--steps", type=int, default=10, help="Adam steps per round (epochs)")
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam step size")
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="Adam step size (chosen on training tasks)"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tasks", type=int, default=5, help="first N held-out tasks (as the table)")
     p.add_argument("--eval-episodes", type=int, default=2)
