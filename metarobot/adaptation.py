@@ -172,6 +172,7 @@ def adapt_many(
     engine: str = "batch",
     rounds: int = 1,
     optimizer: str = "sgd",
+    keep: str = "best",
     progress: bool = False,
 ) -> list[AnyPolicy] | tuple[list[AnyPolicy], EpisodeBatch | None]:
     """Adapt one policy to N environments at once.
@@ -225,6 +226,10 @@ def adapt_many(
         optimizer: ``"sgd"``: each step is ``θ − α ⊙ ∇L`` (the meta-learned step sizes, or
             ``lr``); ``"adam"``: Adam with step size ``lr`` (default 3e-4) whose moments carry
             across rounds, as in PPO (MLP policies).
+        keep: With ``rounds > 1``: ``"best"`` keeps, per environment, the parameters of the
+            round whose own K episodes scored highest (the input's round 0 included; K more
+            episodes measure the last update), so later rounds cannot undo what earlier ones
+            gained; ``"final"`` keeps the last update. The safeguard then judges that choice.
         progress: Show a progress bar over rounds.
 
     Returns:
@@ -247,6 +252,8 @@ def adapt_many(
     r = check_int("rounds", rounds)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if keep not in ("best", "final"):
+        raise ValueError(f"keep must be 'best' or 'final', got {keep!r}")
     if r > 1 and isinstance(policy, StatefulPolicy):
         raise ValueError(
             f"rounds must be 1 for {policy.kind} policies (they adapt through their context, not "
@@ -303,11 +310,14 @@ def adapt_many(
             engine,
             r,
             optimizer,
+            keep,
             progress,
         )
         what = f"{s} gradient step(s)" if r == 1 else f"{r} rounds × {s} gradient step(s)"
         if optimizer != "sgd":
             what += f" ({optimizer})"
+        if r > 1:
+            what += f", {keep} round kept"
     for c, t in zip(candidates, tasks, strict=True):
         c.meta["adapted"] = {"task": t.to_json(), "episodes": k, "update": what}
         if r > 1:
@@ -335,6 +345,7 @@ def _gradient_candidates(
     engine: str,
     rounds: int = 1,
     optimizer: str = "sgd",
+    keep: str = "best",
     progress: bool = False,
 ) -> tuple[list[AnyPolicy], EpisodeBatch]:
     n = len(tasks)
@@ -352,17 +363,26 @@ def _gradient_candidates(
     try:
         check_compatible(work, env.host_env if engine == "warp" else env.worlds[0])
         params = {key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()}
+        pick_best = keep == "best" and rounds > 1
+        best, best_ret = params, None
         for r in trange(rounds, desc="adapt rounds", disable=not progress or rounds == 1):
             # Round 0 uses the given seeds, so rounds=1 is the single update; later rounds draw
             # fresh start states and noise, and collect with the parameters updated so far.
-            round_seeds = [None if x is None else x + r * ROUND_SEED_STRIDE for x in seeds]
             batch = collect(
-                work, env, params, n_tasks=n, episodes=k, seeds=round_seeds, stacked=True
+                work, env, params, n_tasks=n, episodes=k, seeds=_round(seeds, r), stacked=True
             )
+            if pick_best:  # the episodes just collected measure the parameters that ran them
+                best, best_ret = _keep_better(best, best_ret, params, batch.returns.mean(1))
             compute_advantages(batch, gamma, lam)
             data = batch.loss_inputs()
             for _ in range(s):
                 params = step(params, data)
+        if pick_best:
+            # K more episodes measure the last update; then each task keeps its best round.
+            last = collect(
+                work, env, params, n_tasks=n, episodes=k, seeds=_round(seeds, rounds), stacked=True
+            )
+            params, _ = _keep_better(best, best_ret, params, last.returns.mean(1))
     finally:
         env.close()
     adapted: list[AnyPolicy] = []
@@ -370,6 +390,25 @@ def _gradient_candidates(
         p = work.with_params({key: v[i] for key, v in params.items()})
         adapted.append(p.to(policy.device))
     return adapted, batch
+
+
+def _round(seeds: list[int | None], r: int) -> list[int | None]:
+    """The episode seeds of fine-tuning round ``r`` (round 0: the given seeds)."""
+    return [None if x is None else x + r * ROUND_SEED_STRIDE for x in seeds]
+
+
+def _keep_better(
+    best: Params, best_ret: torch.Tensor | None, params: Params, ret: torch.Tensor
+) -> tuple[Params, torch.Tensor]:
+    """Per task, the parameter set with the higher measured return (ties keep ``best``)."""
+    if best_ret is None:
+        return params, ret
+    better = ret > best_ret
+    out = {
+        key: torch.where(better.view(-1, *[1] * (v.ndim - 1)), params[key], best[key])
+        for key, v in best.items()
+    }
+    return out, torch.where(better, ret, best_ret)
 
 
 def _safeguard(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -17,6 +18,7 @@ from metarobot.adaptation import inner_update, surrogate_loss
 from metarobot.policies import Policy
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
+ROOT = Path(__file__).resolve().parents[1]
 CHEETAH = "metarobot/HalfCheetahRandParams-v0"
 # These tests check the update itself; the safeguard that may undo it is tested on its own.
 FAST = {"device": "cpu", "nthread": 1, "safe": False}
@@ -368,7 +370,9 @@ def test_rounds_collect_with_the_updated_policy(policy, tasks, optimizer):
     from metarobot.adaptation import ROUND_SEED_STRIDE
 
     kw = {"episodes": 2, "steps": 2, "lr": 0.05, **FAST}
-    three = adapt(policy, PENDULUM, task=tasks[1], seed=9, rounds=3, optimizer=optimizer, **kw)
+    three = adapt(
+        policy, PENDULUM, task=tasks[1], seed=9, rounds=3, optimizer=optimizer, keep="final", **kw
+    )
     assert three.meta["adapted"]["rounds"] == 3
     chain = policy
     for r in range(3):
@@ -419,3 +423,39 @@ def test_rounds_and_optimizer_are_checked(policy, tasks):
         adapt(policy, PENDULUM, task=tasks[0], rounds=0, **FAST)
     with pytest.raises(ValueError, match="optimizer"):
         adapt(policy, PENDULUM, task=tasks[0], optimizer="rmsprop", **FAST)
+    with pytest.raises(ValueError, match="keep"):
+        adapt(policy, PENDULUM, task=tasks[0], rounds=2, keep="last", **FAST)
+
+
+def test_keep_better_picks_per_task_the_higher_return():
+    from metarobot.adaptation import _keep_better
+
+    a = {"w": torch.zeros(3, 2)}
+    b = {"w": torch.ones(3, 2)}
+    first, r0 = _keep_better(a, None, a, torch.tensor([1.0, 5.0, 2.0]))
+    assert first is a and torch.equal(r0, torch.tensor([1.0, 5.0, 2.0]))
+    out, ret = _keep_better(a, r0, b, torch.tensor([3.0, 4.0, 2.0]))
+    assert torch.equal(out["w"][:, 0], torch.tensor([1.0, 0.0, 0.0]))  # ties keep the old one
+    assert torch.equal(ret, torch.tensor([3.0, 5.0, 2.0]))
+
+
+def test_best_round_survives_a_destructive_step_size():
+    # Adam with step size 1 wrecks a policy that balances the pole; keeping the best round (the
+    # input's own episodes included) returns the input, where keeping the last does not.
+    # Checked on seeds 0-4: the input is kept on every task.
+    from metarobot.evaluation import evaluation_returns
+
+    pol = metarobot.load(
+        ROOT / "experiments/checkpoints/InvertedPendulumRandParams-domain_randomization.pt"
+    )
+    train = me.task_split(PENDULUM)[0]
+    rets = evaluation_returns([pol] * len(train), PENDULUM, train, episodes=2, seed=0, nthread=1)
+    good = [t for t, r in zip(train, rets, strict=True) if r >= 200][:3]
+    assert len(good) == 3
+    kw = {"episodes": 4, "steps": 5, "lr": 1.0, "rounds": 4, "optimizer": "adam", "seed": 0}
+    best = adapt_many(pol, PENDULUM, good, keep="best", **kw, **FAST)
+    final = adapt_many(pol, PENDULUM, good, keep="final", **kw, **FAST)
+    for b, f in zip(best, final, strict=True):
+        assert max_diff(b, pol) == 0.0
+        assert max_diff(f, pol) > 1e-2
+        assert "best round kept" in b.meta["adapted"]["update"]
