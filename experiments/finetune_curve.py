@@ -3,8 +3,8 @@
 For each method's shipped checkpoint (and a freshly initialized policy, ``scratch``), every
 budget E of fine-tuning episodes and every seed, the held-out tasks of a family are fine-tuned
 with ``metarobot.adapt_many`` — ``rounds = E / K`` rounds of {K episodes with the current policy,
-S Adam steps of PPO's clipped surrogate}, the safeguard on — and the result is scored on
-separate evaluation episodes (mean action). Each budget is a fresh call, so each point is what a
+S Adam steps of PPO's clipped surrogate}, the best round kept, the safeguard on — and the
+result is scored on separate evaluation episodes (mean action). Each budget is a fresh call, so each point is what a
 user gets from ``adapt(..., episodes=K, rounds=E/K)``. Scores are normalized per task as in the
 tables: ``(R − R_random) / (R_oracle − R_random)``, with the oracle's returns read from the
 family's committed table (``--table``). Rows are appended to the CSV as they finish, and a rerun
@@ -201,7 +201,9 @@ def report(
         )
         + f"{len(args.seeds)} seeds after E episodes of fine-tuning in each task: "
         f"`adapt_many(episodes={args.episodes_per_round}, rounds=E/{args.episodes_per_round}, "
-        f"steps={args.steps}, lr={args.lr}, optimizer='adam')`, the safeguard on (its "
+        f"steps={args.steps}, lr={args.lr}, optimizer='adam')`, each environment keeping its "
+        "best round (`keep='best'`: the round whose own episodes scored highest, the start "
+        "included; K more episodes measure the last update), then the safeguard (its "
         "validation episodes come on top of E). "
         + (
             "Normalized per task by random actions "
