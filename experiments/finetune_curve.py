@@ -4,11 +4,11 @@ For each method's shipped checkpoint (and a freshly initialized policy, ``scratc
 budget E of fine-tuning episodes and every seed, the held-out tasks of a family are fine-tuned
 with ``metarobot.adapt_many`` — ``rounds = E / K`` rounds of {K episodes with the current policy,
 S Adam steps of PPO's clipped surrogate}, the best round kept, the safeguard on — and the
-result is scored on separate evaluation episodes (mean action). Each budget is a fresh call, so each point is what a
-user gets from ``adapt(..., episodes=K, rounds=E/K)``. Scores are normalized per task as in the
-tables: ``(R − R_random) / (R_oracle − R_random)``, with the oracle's returns read from the
-family's committed table (``--table``). Rows are appended to the CSV as they finish, and a rerun
-skips finished rows, so an interrupted run resumes.
+result is scored on separate evaluation episodes (mean action). Each budget is a fresh call,
+so each point is what a user gets from ``adapt(..., episodes=K, rounds=E/K)``. Scores are
+normalized per task as in the tables: ``(R − R_random) / (R_oracle − R_random)``, with the
+oracle's returns read from the family's committed table (``--table``). Rows are appended to the
+CSV as they finish, and a rerun skips finished rows, so an interrupted run resumes.
 
 Usage::
 
