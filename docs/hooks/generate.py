@@ -65,11 +65,11 @@ _API_INTRO = {
 }
 #: What each plot the experiment runner writes shows (other images get their file name).
 PLOT_CAPTIONS = {
-    "adaptation_curve": "Normalized score against K adaptation episodes (IQM, 95% CI bands).",
     "within_episode": (
         "Mean reward per step since reset at K = 0: how fast each method adapts inside its first "
         "episode."
     ),
+    "adaptation_curve": "Normalized score against K adaptation episodes (IQM, 95% CI bands).",
     "learning_curve": "Meta-training returns before and after adaptation.",
 }
 _IMAGE_SUFFIXES = (".png", ".gif", ".jpg", ".jpeg", ".svg", ".webp")
@@ -194,6 +194,12 @@ def _image(uri: str, name: str) -> list[str]:
     return [f"![{stem}]({uri})", "", f"*{caption}*", ""]
 
 
+def _plot_order(path: Path) -> tuple[int, str]:
+    """The runner's plots first, in the order of :data:`PLOT_CAPTIONS`, then by name."""
+    order = list(PLOT_CAPTIONS)
+    return (order.index(path.stem) if path.stem in order else len(order), path.name)
+
+
 def folder_page(folder: Path) -> Page:
     """The page of one result folder (a table, a video folder, ...)."""
     name = folder.name
@@ -218,14 +224,19 @@ def folder_page(folder: Path) -> Page:
     if notes := _notes(name):
         lines += ["## What it shows", "", notes]
     images = [p for p in files if p.suffix.lower() in _IMAGE_SUFFIXES]
-    if images:
-        lines += ["## Plots and videos" if len(images) > 1 else "## Plot", ""]
-        for p in images:
+    extras = md_files[1 if body else 0 :]
+    owned = {p for p in images for md in extras if p.stem == md.stem}  # shown with their report
+    loose = sorted((p for p in images if p not in owned), key=_plot_order)
+    if loose:
+        lines += ["## Plots and videos" if len(loose) > 1 else "## Plot", ""]
+        for p in loose:
             lines += _image(f"{name}/{p.name}", p.name)
     if body:
         lines += ["## The table (`summary.md`)", "", _demote(body), ""]
-    for extra in md_files[1 if body else 0 :]:
-        lines += [f"## `{extra.name}`", "", _demote(extra.read_text(encoding="utf-8")), ""]
+    for extra in extras:
+        lines += [f"## `{extra.name}`", "", _demote(_demote(extra.read_text("utf-8"))), ""]
+        for p in sorted(q for q in owned if q.stem == extra.stem):
+            lines += _image(f"{name}/{p.name}", p.name)
     others = [p for p in files if p.suffix != ".md" and p not in images]
     if others:
         lines += ["## Files", ""]
