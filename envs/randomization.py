@@ -61,7 +61,7 @@ def _check_finite_nonneg(name: str, value: float) -> float:
         raise ValueError(f"{name} must be a real number in [0, inf), got {value!r}") from err
     if not math.isfinite(v) or v < 0.0:
         raise ValueError(f"{name} must be a finite number in [0, inf), got {value!r}")
-    return v
+    return v + 0.0  # -0.0 becomes 0.0: numpy refuses uniform(0.0, -0.0) ("high - low < 0")
 
 
 @dataclass(frozen=True)

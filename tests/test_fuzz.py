@@ -5,7 +5,7 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import metarobot.envs as me
@@ -25,6 +25,7 @@ FAMILY = "metarobot/InvertedPendulumRandParams-v0"
 
 @settings(max_examples=300, deadline=None)
 @given(low=FLOATS, high=FLOATS, per_element=st.booleans(), log=st.booleans())
+@example(low=0.0, high=-0.0, per_element=False, log=False)  # a signed zero is zero
 def test_spec_construction(low, high, per_element, log):
     cls = me.LogUniform if log else me.Uniform
     try:
