@@ -25,13 +25,14 @@ from metarobot.envs.randomization import (
     DisabledActuators,
     LogUniform,
     ParamSpec,
+    SignedUniform,
     Task,
     Uniform,
     pearl_log_uniform,
 )
 from metarobot.envs.randomized import RandomizedDynamics, find_randomized
 from metarobot.envs.registry import check_family
-from metarobot.envs.splits import task_split
+from metarobot.envs.splits import ood_split, task_split
 
 __all__ = [
     "FAMILY_IDS",
@@ -42,11 +43,13 @@ __all__ = [
     "LogUniform",
     "ParamSpec",
     "RandomizedDynamics",
+    "SignedUniform",
     "Task",
     "Uniform",
     "check_family",
     "find_randomized",
     "make_batched",
+    "ood_split",
     "pearl_log_uniform",
     "register",
     "task_split",

@@ -28,6 +28,14 @@ ends resets it, ignores its action and returns its first observation with reward
 
 New tasks: ``reset(options={"tasks": [...]})`` (one per world) or ``{"task": t}`` (all worlds),
 or ``set_tasks`` (used from each world's next reset, including autoresets).
+
+Within-episode changes (``change_step`` / ``hazard`` / ``change_to``, passed to ``gym.make``
+like any env keyword): before each vector step every active world runs its own change schedule
+(its own counter and generator, so the same draws as the single env); a world whose task
+changed gets its model fields re-expanded into the batch and ``set_const``, with its state
+kept. ``infos["task_changed"]`` flags those worlds (and ``infos["task"]``, masked by
+``infos["_task"]``, holds their new tasks); ``reset(options={"change_to": ...})`` sets the
+second task (one for all worlds, or a list with one per world).
 """
 
 from __future__ import annotations
@@ -201,6 +209,8 @@ class BatchedMujocoEnv(VectorEnv):
             {f: self._batch.bind(f) for f in self.kernel.derived} if self.kernel is not None else {}
         )
         self._applied: list[Task | None] = [None] * n
+        #: Whether the worlds change their task within episodes (the same for every world).
+        self.changes_within_episode = bool(first.changes_within_episode)
         self._obs = np.zeros((n, *self.single_observation_space.shape))
         self._elapsed = np.zeros(n, dtype=np.int64)
         self._needs_reset = np.ones(n, dtype=bool)
@@ -273,20 +283,41 @@ class BatchedMujocoEnv(VectorEnv):
         """Copy worlds' models (when their task changed) and states into the batch."""
         # A batch reset clears the simulations' warning counters, as the worlds' resets did.
         self._batch.reset(ids.astype(np.int32), stage=mujoco.mjtStage.mjSTAGE_NONE)
-        changed = []
+        changed = [
+            int(i)
+            for i in ids
+            if self._applied[int(i)] is None
+            or self._applied[int(i)] != self._worlds[int(i)].active_task
+        ]
+        self._sync_models(changed)
         for i in ids:
-            i = int(i)
+            base = self._worlds[int(i)].unwrapped
+            mujoco.mj_getState(base.model, base.data, self._batch.state[int(i)], _STATE)
+
+    def _sync_models(self, ids: Sequence[int]) -> None:
+        """Copy the model fields of worlds ``ids`` into the batch and recompute their constants."""
+        if not len(ids):
+            return
+        for i in ids:
             w = self._worlds[i]
             model = w.unwrapped.model
-            if self._applied[i] is None or self._applied[i] != w.active_task:
-                for f, rows in self._rows.items():
-                    src = getattr(model.opt, f[4:]) if f.startswith("opt.") else getattr(model, f)
-                    rows[i] = src
-                self._applied[i] = w.active_task
-                changed.append(i)
-            mujoco.mj_getState(model, w.unwrapped.data, self._batch.state[i], _STATE)
-        if changed:
-            self._batch.set_const(np.asarray(changed, dtype=np.int32))
+            for f, rows in self._rows.items():
+                rows[i] = getattr(model.opt, f[4:]) if f.startswith("opt.") else getattr(model, f)
+            self._applied[i] = w.active_task
+        self._batch.set_const(np.asarray(ids, dtype=np.int32))
+
+    def _advance_schedules(self, active: np.ndarray) -> np.ndarray:
+        """Run each active world's change schedule for this step; apply changes to the batch."""
+        changed = np.zeros(self.num_envs, dtype=bool)
+        # On the generic path the world's own step runs next and must not count the step again.
+        hold = self.kernel is None
+        for i in np.flatnonzero(active):
+            changed[i] = self._worlds[int(i)].advance_schedule(hold=hold)
+        ids = [int(i) for i in np.flatnonzero(changed)]
+        if ids:
+            self._sync_models(ids)
+            self._goal = self._goal_arrays()
+        return changed
 
     def _hook_physics(self, i: int, base: MujocoEnv) -> None:
         """Make world i's own ``step`` take its physics from the batch (generic path)."""
@@ -343,8 +374,10 @@ class BatchedMujocoEnv(VectorEnv):
 
         Args:
             seed: An int (world i gets ``seed + i``), a list of per-world seeds, or None.
-            options: ``"tasks"`` (one per world), ``"task"`` (for all worlds) and/or
-                ``"reset_mask"`` (a boolean array: reset only those worlds).
+            options: ``"tasks"`` (one per world), ``"task"`` (for all worlds), ``"change_to"``
+                (the second task of the change schedule: one for all worlds or a list with one
+                per world; kept for later episodes) and/or ``"reset_mask"`` (a boolean array:
+                reset only those worlds).
 
         Returns:
             Observations ``(N, obs_dim)`` and infos; ``info["task"]`` holds each world's task.
@@ -353,10 +386,11 @@ class BatchedMujocoEnv(VectorEnv):
             ValueError: On a wrong number of seeds, tasks or mask entries, or an unknown option.
         """
         options = dict(options or {})
-        unknown = set(options) - {"tasks", "task", "reset_mask"}
+        unknown = set(options) - {"tasks", "task", "reset_mask", "change_to"}
         if unknown:
             raise ValueError(
-                f"unknown reset option(s) {sorted(unknown)}; allowed: tasks, task, reset_mask"
+                f"unknown reset option(s) {sorted(unknown)}; allowed: tasks, task, change_to, "
+                "reset_mask"
             )
         n = self.num_envs
         if seed is None or isinstance(seed, (int, np.integer)):
@@ -383,6 +417,16 @@ class BatchedMujocoEnv(VectorEnv):
             mask = np.asarray(options["reset_mask"], dtype=bool)
             if mask.shape != (n,):
                 raise ValueError(f"options['reset_mask'] must have shape ({n},), got {mask.shape}")
+        if "change_to" in options:
+            to = options["change_to"]
+            targets = list(to) if isinstance(to, (list, tuple)) else [to] * n
+            if len(targets) != n:
+                raise ValueError(
+                    f"options['change_to'] must be one value or a list of num_envs={n}, "
+                    f"got {len(targets)}"
+                )
+            for w, t in zip(self._worlds, targets, strict=True):
+                w.set_change_to(t)
         ids = np.flatnonzero(mask)
         task_info = np.empty(n, dtype=object)
         for i, info in zip(ids, self._reset_worlds(ids, seeds, tasks), strict=True):
@@ -477,6 +521,7 @@ class BatchedMujocoEnv(VectorEnv):
             else np.zeros(n, bool)
         )
         active = ~resetting
+        changed = self._advance_schedules(active) if self.changes_within_episode else None
         if self.kernel is not None:
             obs, reward, terminated, truncated, diverged = self._step_kernel(active, actions)
         else:
@@ -484,6 +529,16 @@ class BatchedMujocoEnv(VectorEnv):
         self._obs[active] = obs[active]
 
         infos: dict[str, Any] = {"diverged": diverged, "_diverged": np.ones(n, dtype=bool)}
+        if changed is not None:
+            new_tasks = np.empty(n, dtype=object)
+            for i in np.flatnonzero(changed):
+                new_tasks[i] = self._worlds[int(i)].active_task
+            infos.update(
+                task_changed=changed,
+                _task_changed=np.ones(n, dtype=bool),
+                task=new_tasks,
+                _task=changed.copy(),
+            )
         if resetting.any():
             ids = np.flatnonzero(resetting)
             self._reset_worlds(ids, [None] * n, [None] * n)

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ __all__ = [
     "DisabledActuators",
     "LogUniform",
     "ParamSpec",
+    "SignedUniform",
     "Task",
     "Uniform",
     "allowed_range",
@@ -39,7 +40,8 @@ __all__ = [
     "validate_task",
 ]
 
-#: Names of the dynamics fields a task may scale, following ``mujoco.MjModel`` field names.
+#: Names of the dynamics fields a task may set: scales following ``mujoco.MjModel`` field names,
+#: plus the payload (a point mass added to one body; see ``RandomizedDynamics``).
 DYNAMICS_FIELDS: tuple[str, ...] = (
     "body_mass",
     "geom_friction",
@@ -47,10 +49,16 @@ DYNAMICS_FIELDS: tuple[str, ...] = (
     "gravity",
     "actuator_gear",
     "actuator_direction",
+    "payload_mass",
+    "payload_com",
 )
 
 #: Fields whose values are signs (±1: a motor wired normally or in reverse), not scales.
 SIGN_FIELDS: tuple[str, ...] = ("actuator_direction",)
+
+#: Fields whose values are signed lengths (metres), not scales: the payload's position
+#: ``(x, y, z)`` relative to the nominal centre of mass of its body, in that body's frame.
+OFFSET_FIELDS: tuple[str, ...] = ("payload_com",)
 
 
 def _check_finite_nonneg(name: str, value: float) -> float:
@@ -62,6 +70,17 @@ def _check_finite_nonneg(name: str, value: float) -> float:
     if not math.isfinite(v) or v < 0.0:
         raise ValueError(f"{name} must be a finite number in [0, inf), got {value!r}")
     return v + 0.0  # -0.0 becomes 0.0: numpy refuses uniform(0.0, -0.0) ("high - low < 0")
+
+
+def _check_finite(name: str, value: float) -> float:
+    """Return ``value`` as float or raise a ValueError naming the parameter (any sign)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a real number in (-inf, inf), got {value!r}") from err
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number in (-inf, inf), got {value!r}")
+    return v + 0.0
 
 
 @dataclass(frozen=True)
@@ -81,9 +100,13 @@ class ParamSpec:
     per_element: bool = False
     name: str = field(default="value", compare=False)
 
+    #: Whether the bounds may be negative (offsets); scale factors may not.
+    SIGNED: ClassVar[bool] = False
+
     def __post_init__(self) -> None:
-        low = _check_finite_nonneg(f"{self.name}.low", self.low)
-        high = _check_finite_nonneg(f"{self.name}.high", self.high)
+        check = _check_finite if self.SIGNED else _check_finite_nonneg
+        low = check(f"{self.name}.low", self.low)
+        high = check(f"{self.name}.high", self.high)
         if low > high:
             raise ValueError(f"{self.name}: low must be <= high, got low={low!r} > high={high!r}")
         object.__setattr__(self, "low", low)
@@ -108,7 +131,7 @@ class ParamSpec:
     def contains(self, values: Iterable[float]) -> bool:
         """Whether every value lies within ``[low, high]`` (with float tolerance)."""
         arr = np.asarray(list(values), dtype=np.float64)
-        tol = 1e-12 * max(1.0, self.high)
+        tol = 1e-12 * max(1.0, abs(self.low), abs(self.high))
         return bool(np.all((arr >= self.low - tol) & (arr <= self.high + tol)))
 
 
@@ -119,6 +142,17 @@ class Uniform(ParamSpec):
     def sample(self, rng: np.random.Generator, n_elements: int) -> np.ndarray:  # noqa: D102
         size = n_elements if self.per_element else 1
         return rng.uniform(self.low, self.high, size=size)
+
+
+@dataclass(frozen=True)
+class SignedUniform(Uniform):
+    """Uniform distribution on ``[low, high]`` whose bounds may be negative.
+
+    For offsets (``payload_com``, in metres), not for scale factors: the field's validator
+    refuses a negative bound for any scale field.
+    """
+
+    SIGNED: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -194,11 +228,13 @@ class DisabledActuators:
             actuators.
         count: How many distinct groups fail in one task.
         name: Parameter name used in error messages.
+        probability: Probability that a task has the failure at all (else no actuator fails).
     """
 
     candidates: tuple[tuple[int, ...], ...]
     count: int = 1
     name: str = field(default="disabled_actuators", compare=False)
+    probability: float = 1.0
 
     def __post_init__(self) -> None:
         groups: list[tuple[int, ...]] = []
@@ -232,13 +268,25 @@ class DisabledActuators:
                 f"{self.name}: count must be an integer in [0, {len(groups)}], got {self.count!r}"
             )
         object.__setattr__(self, "candidates", tuple(groups))
+        try:
+            p = float(self.probability)
+        except (TypeError, ValueError):
+            p = math.nan
+        if isinstance(self.probability, bool) or not (0.0 <= p <= 1.0):
+            raise ValueError(
+                f"{self.name}: probability must be a number in [0, 1], got {self.probability!r}"
+            )
+        object.__setattr__(self, "probability", p)
 
     def named(self, name: str) -> DisabledActuators:
         """Return a copy whose error messages use ``name``."""
-        return DisabledActuators(self.candidates, self.count, name)
+        return DisabledActuators(self.candidates, self.count, name, self.probability)
 
     def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
         """Draw the sorted tuple of disabled actuator indices."""
+        # A certain failure draws nothing extra, so the splits of existing families stay frozen.
+        if self.probability < 1.0 and rng.random() >= self.probability:
+            return ()
         picks = rng.choice(len(self.candidates), size=self.count, replace=False)
         return tuple(sorted({i for p in picks for i in self.candidates[int(p)]}))
 
@@ -269,11 +317,12 @@ def as_spec(name: str, value: Any) -> ParamSpec | Choice:
     if isinstance(value, (ParamSpec, Choice)):
         spec = value.named(name)
     elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        spec = Uniform(value[0], value[1], False, name)
+        cls = SignedUniform if name in OFFSET_FIELDS else Uniform
+        spec = cls(value[0], value[1], False, name)
     else:
         raise ValueError(
-            f"{name} must be a (low, high) tuple of scale factors in {allowed_range(name)} or a "
-            f"spec object (Uniform, LogUniform, Choice), got {value!r}"
+            f"{name} must be a (low, high) tuple of values in {allowed_range(name)} or a "
+            f"spec object (Uniform, LogUniform, SignedUniform, Choice), got {value!r}"
         )
     if name in DYNAMICS_FIELDS:
         check_spec(name, spec)
@@ -297,7 +346,9 @@ class Task:
     Attributes:
         family: The family id the task belongs to (e.g. ``"metarobot/HalfCheetahRandParams-v0"``).
         scales: Sorted ``(field, values)`` pairs; each value multiplies the nominal model value
-            of that MjModel field (one value shared, or one per element).
+            of that MjModel field (one value shared, or one per element); ``payload_mass`` (in
+            multiples of the robot's nominal total mass) and ``payload_com`` (metres, x, y, z)
+            describe a point mass added to one body instead.
         disabled_actuators: Sorted actuator indices whose force is zero in this task.
         goal: Sorted ``(name, values)`` pairs of reward parameters (target velocity, direction).
     """
@@ -411,8 +462,10 @@ def n_elements(model: Any, name: str) -> int:
         "actuator_gear": "nu",
         "actuator_direction": "nu",
     }
-    if name == "gravity":
+    if name in ("gravity", "payload_com"):
         return 3
+    if name == "payload_mass":
+        return 1
     if name not in sizes:
         raise ValueError(f"unknown parameter {name!r}; allowed names are {list(DYNAMICS_FIELDS)}")
     return int(getattr(model, sizes[name]))
@@ -424,6 +477,10 @@ def allowed_range(name: str) -> str:
         return "-1 or +1"
     if name == "body_mass":
         return "(0, inf) (a moving body needs mass)"
+    if name == "payload_mass":
+        return "[0, inf) (multiples of the robot's nominal total mass)"
+    if name in OFFSET_FIELDS:
+        return "(-inf, inf) (metres)"
     return "[0, inf)"
 
 
@@ -432,6 +489,8 @@ def _value_ok(name: str, v: float) -> bool:
         return False
     if name in SIGN_FIELDS:
         return v in (-1.0, 1.0)
+    if name in OFFSET_FIELDS:
+        return True
     if name == "body_mass":
         return v > 0.0
     return v >= 0.0
@@ -442,7 +501,7 @@ def check_scale_values(name: str, values: Any, n: int | None = None) -> tuple[fl
 
     Args:
         name: One of :data:`DYNAMICS_FIELDS`.
-        values: One value (shared) or one per element.
+        values: One value (shared) or one per element (``payload_com``: x, y, z).
         n: Number of elements of the field in the model, when known: ``values`` must then hold
             1 or ``n`` values.
 

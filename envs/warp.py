@@ -309,7 +309,8 @@ class WarpBatchedEnv(VectorEnv):
 
     Raises:
         ValueError: On an empty or wrong-family task list, a bad count, mode or device, a robot
-            without a vectorized kernel, or ``resample_on_reset=True`` (give tasks explicitly).
+            without a vectorized kernel, ``resample_on_reset=True`` (give tasks explicitly), or
+            a within-episode change schedule (``change_step``, ``hazard``).
     """
 
     def __init__(
@@ -370,6 +371,14 @@ class WarpBatchedEnv(VectorEnv):
         # One host env runs every world's reset (the family's own code); see _host_reset.
         self._env, self._host = _make_world(env_id, env_kwargs)
         host = self._host
+        if host.changes_within_episode:
+            sched = host.change_schedule
+            self._env.close()
+            raise ValueError(
+                f"change_step={sched['change_step']!r}, hazard={sched['hazard']!r}: the Warp "
+                "engine does not support tasks that change within an episode; use "
+                "engine='batch'"
+            )
         base = host.unwrapped
         kernel = _kernel_for(self._env, host)
         if kernel is None:

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -19,6 +20,8 @@ CHEAP = "metarobot/InvertedPendulumRandParams-v0"
 WRITTEN = (
     "body_mass",
     "body_inertia",
+    "body_ipos",
+    "body_iquat",
     "geom_friction",
     "dof_damping",
     "actuator_gear",
@@ -32,6 +35,22 @@ PEARL = {
     "dof_damping": (1.3**-3, 1.3**3, "nv"),
     "geom_friction": (1.5**-3, 1.5**3, "ngeom"),
 }
+
+
+def physical(train_motors, nu):
+    """What a <Robot>Physical docstring promises (train/test column)."""
+    return {
+        "scales": {
+            "payload_mass": (0.0, 0.5, 1),
+            "payload_com": (-0.15, 0.15, 3),
+            "geom_friction": (0.2, 2.0, 1),
+            "actuator_gear": (0.3, 1.2, nu),
+        },
+        # A failed motor in about half of the tasks, one of the training motors.
+        "disabled": {s: {(), *((i,) for i in train_motors)} for s in ("train", "test")},
+    }
+
+
 #: What each family's docstring promises: scale ranges and element counts, disabled actuator
 #: groups per split, goal ranges.
 EXPECTED: dict[str, dict] = {
@@ -56,6 +75,9 @@ EXPECTED: dict[str, dict] = {
         "disabled": {"train": {(0, 1), (2, 3), (4, 5)}, "test": {(6, 7)}},
     },
     "metarobot/AntDir-v0": {"goal": {"angle": (0.0, 2.0 * math.pi)}},
+    "metarobot/AntPhysical-v0": physical(range(6), 8),
+    "metarobot/HalfCheetahPhysical-v0": physical(range(4), 6),
+    "metarobot/Walker2dPhysical-v0": physical(range(3), 6),
     "metarobot/InvertedPendulumRandParams-v0": {
         "scales": {
             "body_mass": (0.25, 4.0, "nbody"),
@@ -340,8 +362,22 @@ def test_same_seed_and_task_give_identical_rollouts(fid):
 
 
 # ---------------------------------------------------------------------------- physics edits
+def inertia_tensor(model, b):
+    """Body b's inertia tensor about its centre of mass, in the body frame."""
+    rot = np.zeros(9)
+    mujoco.mju_quat2Mat(rot, model.body_iquat[b])
+    rot = rot.reshape(3, 3)
+    return rot @ np.diag(model.body_inertia[b]) @ rot.T
+
+
 def expected_model(pristine, task):
-    """Nominal × scale, written out from the documented semantics."""
+    """Nominal × scale, written out from the documented semantics.
+
+    A payload (point mass ``p`` at ``d`` from the nominal centre of mass ``c`` of body 1) makes
+    body 1's mass ``M + p``, its centre of mass ``c + p d / (M + p)`` and its inertia tensor
+    about that point the sum of both parts' (parallel-axis theorem): the entry
+    ``payload_tensor`` (the principal axes themselves are the solver's choice).
+    """
 
     def scale(name, n):
         v = task.scale(name)
@@ -356,16 +392,40 @@ def expected_model(pristine, task):
         gear[i] = 0.0
         gain[i] = 0.0
         bias[i] = 0.0
-    return {
-        "body_mass": pristine.body_mass * m,
-        "body_inertia": pristine.body_inertia * m[:, None],
+    mass = pristine.body_mass * m
+    inertia = pristine.body_inertia * m[:, None]
+    ipos, iquat = pristine.body_ipos.copy(), pristine.body_iquat.copy()
+    extra = {}
+    share = task.scale("payload_mass")
+    payload = share[0] * pristine.body_mass.sum() if share else 0.0
+    if payload > 0:
+        d = scale("payload_com", 3) if task.scale("payload_com") else np.zeros(3)
+        big, c = mass[1], pristine.body_ipos[1]
+        new_c = c + payload * d / (big + payload)
+        rot = np.zeros(9)
+        mujoco.mju_quat2Mat(rot, pristine.body_iquat[1])
+        rot = rot.reshape(3, 3)
+        tensor = rot @ np.diag(inertia[1]) @ rot.T
+        for mm, r in ((big, c - new_c), (payload, c + d - new_c)):
+            tensor = tensor + mm * (r @ r * np.eye(3) - np.outer(r, r))
+        mass[1] += payload
+        ipos[1] = new_c
+        extra["payload_tensor"] = tensor
+        inertia, iquat = None, None
+    out = {
+        "body_mass": mass,
+        "body_inertia": inertia,
+        "body_ipos": ipos,
+        "body_iquat": iquat,
         "geom_friction": pristine.geom_friction * scale("geom_friction", pristine.ngeom)[:, None],
         "dof_damping": pristine.dof_damping * scale("dof_damping", pristine.nv),
         "gravity": pristine.opt.gravity * scale("gravity", 3),
         "actuator_gear": gear,
         "actuator_gainprm": gain,
         "actuator_biasprm": bias,
+        **extra,
     }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 @pytest.mark.parametrize("fid", FAMILY_IDS)
@@ -376,9 +436,22 @@ def test_task_values_are_nominal_times_scale(fid):
     for task in (*me.task_split(fid)[0][:3], me.task_split(fid)[1][0]):
         env.reset(seed=0, options={"task": task})
         exp = expected_model(pristine, task)
+        if "payload_tensor" in exp:
+            np.testing.assert_allclose(
+                inertia_tensor(model, 1), exp.pop("payload_tensor"), rtol=1e-9, atol=1e-12
+            )
+            others = np.arange(model.nbody) != 1
+            np.testing.assert_array_equal(model.body_iquat[others], pristine.body_iquat[others])
+            np.testing.assert_allclose(
+                model.body_inertia[others],
+                pristine.body_inertia[others] * np.asarray(task.scale("body_mass") or (1.0,)),
+                rtol=1e-12,
+            )
         for name, value in exp.items():
             got = model.opt.gravity if name == "gravity" else getattr(model, name)
-            np.testing.assert_allclose(got, value, rtol=1e-12, atol=0, err_msg=name)
+            # The payload's centre of mass is a weighted mean: equal up to rounding.
+            rtol = 1e-12 if name != "body_ipos" else 1e-9
+            np.testing.assert_allclose(got, value, rtol=rtol, atol=1e-15, err_msg=name)
 
 
 @pytest.mark.parametrize(

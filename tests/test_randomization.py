@@ -408,6 +408,8 @@ def test_n_elements_counts_each_field():
         "gravity": 3,
         "actuator_gear": 1,
         "actuator_direction": 1,
+        "payload_mass": 1,
+        "payload_com": 3,
     }
     assert {f: n_elements(model, f) for f in DYNAMICS_FIELDS} == expected
     with pytest.raises(ValueError, match="body_inertia"):

@@ -1,10 +1,11 @@
 """One module per robot family; each class is a registered ``metarobot/<Name>-v0`` env."""
 
 from metarobot.envs.families._base import Family
-from metarobot.envs.families.ant import AntCrippled, AntDir, AntRandParams
+from metarobot.envs.families.ant import AntCrippled, AntDir, AntPhysical, AntRandParams
 from metarobot.envs.families.half_cheetah import (
     HalfCheetahCrippled,
     HalfCheetahDir,
+    HalfCheetahPhysical,
     HalfCheetahRandParams,
     HalfCheetahVel,
 )
@@ -16,7 +17,7 @@ from metarobot.envs.families.hopper import HopperRandParams
 from metarobot.envs.families.inverted_double_pendulum import InvertedDoublePendulumRandParams
 from metarobot.envs.families.inverted_pendulum import InvertedPendulumRandParams
 from metarobot.envs.families.reacher import ReacherRandParams
-from metarobot.envs.families.walker2d import Walker2dRandParams
+from metarobot.envs.families.walker2d import Walker2dPhysical, Walker2dRandParams
 
 ALL_FAMILIES: tuple[type[Family], ...] = (
     HalfCheetahRandParams,
@@ -33,16 +34,21 @@ ALL_FAMILIES: tuple[type[Family], ...] = (
     InvertedPendulumRandParams,
     InvertedDoublePendulumRandParams,
     ReacherRandParams,
+    AntPhysical,
+    HalfCheetahPhysical,
+    Walker2dPhysical,
 )
 
 __all__ = [
     "ALL_FAMILIES",
     "AntCrippled",
     "AntDir",
+    "AntPhysical",
     "AntRandParams",
     "Family",
     "HalfCheetahCrippled",
     "HalfCheetahDir",
+    "HalfCheetahPhysical",
     "HalfCheetahRandParams",
     "HalfCheetahReversed",
     "HalfCheetahReversedIID",
@@ -51,5 +57,6 @@ __all__ = [
     "InvertedDoublePendulumRandParams",
     "InvertedPendulumRandParams",
     "ReacherRandParams",
+    "Walker2dPhysical",
     "Walker2dRandParams",
 ]

@@ -95,11 +95,24 @@ class FixedMassHalfCheetahEnv(HalfCheetahEnv):
         return model, mujoco.MjData(model)
 
 
+#: Constructor keywords of every family that set its within-episode change schedule (see
+#: ``RandomizedDynamics``); a family passes them to the wrapper, the rest to its robot.
+CHANGE_OPTIONS: tuple[str, ...] = ("change_step", "hazard", "change_to")
+
+
+def change_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a family's keywords into the change schedule's and the robot env's."""
+    change = {k: v for k, v in kwargs.items() if k in CHANGE_OPTIONS}
+    rest = {k: v for k, v in kwargs.items() if k not in CHANGE_OPTIONS}
+    return change, rest
+
+
 class Family(RandomizedDynamics):
     """A registered task distribution: a robot plus the specs of what is randomized.
 
     Subclasses set ``ID`` (the Gymnasium id), ``HORIZON`` (episode length) and build their base
-    env and specs in ``__init__``.
+    env and specs in ``__init__``. Every family takes the change-schedule keywords
+    (:data:`CHANGE_OPTIONS`: ``change_step``, ``hazard``, ``change_to``) through ``gym.make``.
     """
 
     ID: ClassVar[str]

@@ -1,4 +1,4 @@
-"""Ant families: PEARL-range rand-params, GrBAL's crippled leg, and running in a direction."""
+"""Ant families: PEARL-range rand-params, GrBAL's crippled leg, direction, physical change."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from metarobot.envs.families._base import Family, FreshAntEnv
+from metarobot.envs.families._base import Family, FreshAntEnv, change_options
+from metarobot.envs.families._physical import physical_specs
 from metarobot.envs.randomization import (
     DisabledActuators,
     LogUniform,
@@ -62,9 +63,11 @@ class AntRandParams(Family):
     HORIZON = 200
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            _ant(kwargs),
+            _ant(env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             body_mass=pearl_log_uniform(1.5),
             dof_damping=pearl_log_uniform(1.3),
             geom_friction=pearl_log_uniform(1.5),
@@ -104,9 +107,11 @@ class AntCrippled(Family):
     HORIZON = 200
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            _ant(kwargs),
+            _ant(env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             body_mass=LogUniform(0.8, 1.25),
             disabled_actuators=DisabledActuators(LEGS[:3], 1),
             test_overrides={"disabled_actuators": DisabledActuators(LEGS[3:], 1)},
@@ -144,9 +149,11 @@ class AntDir(Family):
     HORIZON = 200
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            _ant(kwargs),
+            _ant(env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             goal={"angle": Uniform(0.0, 2.0 * np.pi)},
         )
 
@@ -157,3 +164,56 @@ class AntDir(Family):
         ang = goal["angle"][:, 0]
         along = np.cos(ang) * terms["x_velocity"] + np.sin(ang) * terms["y_velocity"]
         return along + 1.0 * terms["healthy"] - 0.5 * terms["ctrl_sq"]
+
+
+class AntPhysical(Family):
+    """Ant under the physical changes legged robots meet: payload, friction, weak or failed motors.
+
+    ## Description
+    Gymnasium's ``Ant-v5`` (as in the other Ant families) carrying a payload on its torso — a
+    point mass at an offset from the torso's centre of mass, so the torso's mass, centre of mass
+    and inertia all change — on a floor of varying friction, with motors of varying strength
+    and, in half of the training tasks, one failed motor (RMA's and GrBAL's changes). Motors are
+    numbered as in ``AntCrippled``: leg k drives actuators 2k (hip) and 2k+1 (ankle).
+
+    ## Randomized parameters
+    | parameter | train / test | ood |
+    |---|---|---|
+    | payload on the torso (× the robot's nominal total mass, 0.91 kg) | U[0, 0.5] | U[0.5, 1] |
+    | payload position (m, torso frame, x, y, z each) | U[−0.15, 0.15] | same |
+    | friction of every geom (shared scale) | U_log[0.2, 2.0] | U_log[0.05, 0.2] |
+    | motor strength (gear scale, per motor) | U[0.3, 1.2] | same |
+    | failed motor (gear 0) | none (p = ½) or one of 0–5 (legs 0–2) | one of 6, 7 (leg 3) |
+
+    ``task_split(id)`` gives 40 training and 10 test tasks from the train/test column;
+    ``ood_split(id)`` gives 10 tasks from the ood column (outside the training ranges in
+    payload, friction and failed motor at once).
+
+    ## Observation / Action
+    27-dim ``(qpos[2:], qvel)`` (nothing of the task is observed); 8 torques in [-1, 1].
+
+    ## Reward
+    v_x + 1 (healthy) − 0.5·|a|².
+
+    ## Episode end
+    Terminated when the torso height leaves [0.2, 1.0]; truncated after 200 steps or on
+    divergence. ``change_step`` / ``hazard`` change the task within an episode.
+
+    ## Version history
+    - v0: initial release.
+    """
+
+    ID = "metarobot/AntPhysical-v0"
+    HORIZON = 200
+
+    def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
+        super().__init__(
+            _ant(env_kwargs),
+            resample_on_reset=resample_on_reset,
+            **change,
+            **physical_specs(
+                train_motors=[i for leg in LEGS[:3] for i in leg],
+                ood_motors=list(LEGS[3]),
+            ),
+        )

@@ -1,4 +1,4 @@
-"""HalfCheetah families: PEARL-range rand-params, crippled joints, MAML's velocity and direction.
+"""HalfCheetah families: PEARL rand-params, crippled joints, MAML's velocity/direction, physical.
 
 Every family compiles Gymnasium's HalfCheetah-v5 model through
 :class:`~metarobot.envs.families._base.FixedMassHalfCheetahEnv` (same model bit for bit, without
@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from metarobot.envs.families._base import Family, FixedMassHalfCheetahEnv
+from metarobot.envs.families._base import Family, FixedMassHalfCheetahEnv, change_options
+from metarobot.envs.families._physical import physical_specs
 from metarobot.envs.randomization import (
     Choice,
     DisabledActuators,
@@ -57,9 +58,11 @@ class HalfCheetahRandParams(Family):
     HORIZON = 200
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            FixedMassHalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             body_mass=pearl_log_uniform(1.5),
             dof_damping=pearl_log_uniform(1.3),
             geom_friction=pearl_log_uniform(1.5),
@@ -98,9 +101,11 @@ class HalfCheetahCrippled(Family):
     HORIZON = 200
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            FixedMassHalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             body_mass=LogUniform(0.8, 1.25),
             disabled_actuators=DisabledActuators(((0,), (1,), (2,), (3,)), 1),
             test_overrides={"disabled_actuators": DisabledActuators(((4,), (5,)), 1)},
@@ -135,9 +140,11 @@ class HalfCheetahVel(Family):
     HORIZON = 200
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            FixedMassHalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             goal={"velocity": Uniform(0.0, 2.0)},
         )
 
@@ -179,9 +186,11 @@ class HalfCheetahDir(Family):
     DISJOINT_SPLIT = False
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            FixedMassHalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             goal={"direction": Choice((-1.0, 1.0))},
         )
 
@@ -190,3 +199,54 @@ class HalfCheetahDir(Family):
         terms: Mapping[str, np.ndarray], goal: Mapping[str, np.ndarray]
     ) -> np.ndarray:
         return goal["direction"][:, 0] * terms["x_velocity"] - _MAML_CTRL * terms["ctrl_sq"]
+
+
+class HalfCheetahPhysical(Family):
+    """HalfCheetah under physical change: payload, friction, weak or failed motors.
+
+    ## Description
+    Gymnasium's ``HalfCheetah-v5`` carrying a payload on its torso — a point mass at an offset
+    from the torso's centre of mass, so the torso's mass, centre of mass and inertia all change
+    (an offset along y, out of the plane, changes nothing the planar robot can feel) — on a
+    floor of varying friction, with motors of varying strength and, in half of the training
+    tasks, one failed motor. As in ``HalfCheetahCrippled``, the back leg and front thigh
+    (actuators 0–3) may fail in training; the front shin or foot (4, 5) fail out of
+    distribution.
+
+    ## Randomized parameters
+    | parameter | train / test | ood |
+    |---|---|---|
+    | payload on the torso (× the robot's nominal total mass, 14 kg) | U[0, 0.5] | U[0.5, 1] |
+    | payload position (m, torso frame, x, y, z each) | U[−0.15, 0.15] | same |
+    | friction of every geom (shared scale) | U_log[0.2, 2.0] | U_log[0.05, 0.2] |
+    | motor strength (gear scale, per motor) | U[0.3, 1.2] | same |
+    | failed motor (gear 0) | none (p = ½) or one of 0–3 | one of 4, 5 |
+
+    ``task_split(id)`` gives 40 training and 10 test tasks from the train/test column;
+    ``ood_split(id)`` gives 10 tasks from the ood column.
+
+    ## Observation / Action
+    As HalfCheetah-v5: 17-dim ``(qpos[1:], qvel)``; 6 torques in [-1, 1].
+
+    ## Reward
+    HalfCheetah-v5's: forward velocity − 0.1·|a|².
+
+    ## Episode end
+    Truncated after 200 steps, or on divergence. ``change_step`` / ``hazard`` change the task
+    within an episode.
+
+    ## Version history
+    - v0: initial release.
+    """
+
+    ID = "metarobot/HalfCheetahPhysical-v0"
+    HORIZON = 200
+
+    def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
+        super().__init__(
+            FixedMassHalfCheetahEnv(**env_kwargs),
+            resample_on_reset=resample_on_reset,
+            **change,
+            **physical_specs(train_motors=[0, 1, 2, 3], ood_motors=[4, 5]),
+        )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from metarobot.envs.families._base import Family, FixedMassHalfCheetahEnv
+from metarobot.envs.families._base import Family, FixedMassHalfCheetahEnv, change_options
 from metarobot.envs.randomization import Choice, LogUniform
 
 __all__ = ["HalfCheetahReversed", "HalfCheetahReversedIID", "ReversedMotors"]
@@ -158,9 +158,11 @@ class HalfCheetahReversed(Family):
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
         p = self.REVERSE_PROBABILITY
         test = self.TEST_COUNTS
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            FixedMassHalfCheetahEnv(**kwargs),
+            FixedMassHalfCheetahEnv(**env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             body_mass=LogUniform(0.8, 1.25),
             actuator_direction=ReversedMotors(probability=p, counts=self.TRAIN_COUNTS),
             test_overrides=(

@@ -6,7 +6,7 @@ from typing import Any
 
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 
-from metarobot.envs.families._base import Family
+from metarobot.envs.families._base import Family, change_options
 from metarobot.envs.randomization import pearl_log_uniform
 
 
@@ -42,9 +42,11 @@ class HopperRandParams(Family):
     HORIZON = 200
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            HopperEnv(**kwargs),
+            HopperEnv(**env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             body_mass=pearl_log_uniform(1.5),
             dof_damping=pearl_log_uniform(1.3),
             geom_friction=pearl_log_uniform(1.5),

@@ -6,7 +6,7 @@ from typing import Any
 
 from gymnasium.envs.mujoco.inverted_double_pendulum_v5 import InvertedDoublePendulumEnv
 
-from metarobot.envs.families._base import Family
+from metarobot.envs.families._base import Family, change_options
 from metarobot.envs.randomization import Choice, LogUniform, pearl_log_uniform
 
 
@@ -51,9 +51,11 @@ class InvertedDoublePendulumRandParams(Family):
     HORIZON = 200
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            InvertedDoublePendulumEnv(**kwargs),
+            InvertedDoublePendulumEnv(**env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             body_mass=LogUniform(0.5, 2.0, per_element=True),
             dof_damping=pearl_log_uniform(1.3),
             actuator_gear=LogUniform(0.5, 2.0),

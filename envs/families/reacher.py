@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metarobot.envs.families._base import Family, FreshReacherEnv
+from metarobot.envs.families._base import Family, FreshReacherEnv, change_options
 from metarobot.envs.randomization import LogUniform
 
 
@@ -41,9 +41,11 @@ class ReacherRandParams(Family):
     HORIZON = 50
 
     def __init__(self, resample_on_reset: bool = False, **kwargs: Any) -> None:
+        change, env_kwargs = change_options(kwargs)
         super().__init__(
-            FreshReacherEnv(**kwargs),
+            FreshReacherEnv(**env_kwargs),
             resample_on_reset=resample_on_reset,
+            **change,
             body_mass=LogUniform(1 / 3, 3.0, per_element=True),
             dof_damping=LogUniform(1 / 3, 3.0, per_element=True),
             actuator_gear=LogUniform(1 / 3, 3.0, per_element=True),
