@@ -17,10 +17,15 @@ are written beside the gap.
 Results are written after every family (``gaps.csv`` raw rows, ``gaps.md`` table), and families
 already present in the CSV with the same settings are skipped, so an interrupted run resumes.
 
+Trained units (DR, every oracle restart) are saved under ``--units`` as they finish, so an
+interrupted family resumes without retraining them; ``--workers 2`` trains them two at a time.
+
 Usage::
 
     python experiments/gaps.py --timesteps 100000 --tasks 2 --out experiments/results
     python experiments/gaps.py --families InvertedPendulumRandParams HalfCheetahReversed
+    python experiments/gaps.py --families AntPhysical --trainer episodic --restarts 2 \
+        --timesteps 1000000 --tasks 3 --split ood --workers 2 --out experiments/results/gaps_1m
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import multiprocessing as mp
 import os
 import platform
 import shlex
@@ -44,7 +50,9 @@ import torch
 import metarobot
 import metarobot.envs as me
 from metarobot.baselines import train_domain_randomization, train_expert
+from metarobot.episodic_mlp import train_ppo_mlp
 from metarobot.evaluation import evaluation_returns, random_returns
+from metarobot.registry import ORACLE_RESTART_STRIDE, ORACLE_SELECT_SEED
 
 #: A normalized gap at or above this marks a family that needs adaptation.
 LARGE_GAP = 0.2
@@ -65,6 +73,9 @@ CSV_FIELDS: tuple[str, ...] = (
     "episodes",
     "seed",
     "wall_s",
+    "trainer",
+    "restarts",
+    "split",
 )
 
 
@@ -79,6 +90,14 @@ class Settings:
         episodes: Evaluation episodes per task and policy (deterministic actions).
         seed: Training and evaluation seed.
         n_envs: Parallel worlds of every PPO run.
+        trainer: ``"sb3"`` (SB3 PPO, :mod:`metarobot.baselines`) or ``"episodic"`` (the
+            episodic PPO of the context methods: normalized observations, scaled rewards).
+        restarts: PPO runs per oracle, each with its own seed; the best on selection episodes
+            (a seed no evaluation uses) is the oracle.
+        split: The tasks measured: ``"test"`` (the frozen test split) or ``"ood"`` (the
+            out-of-distribution split of families that have one); DR trains on the training
+            split either way.
+        workers: Training units (DR, each oracle restart) run in this many processes.
     """
 
     families: tuple[str, ...]
@@ -87,6 +106,10 @@ class Settings:
     episodes: int
     seed: int
     n_envs: int = 8
+    trainer: str = "sb3"
+    restarts: int = 1
+    split: str = "test"
+    workers: int = 1
 
 
 def resolve_families(names: Sequence[str] | None) -> tuple[str, ...]:
@@ -126,40 +149,94 @@ def oracle_learned(r_random: float, r_oracle: float) -> bool:
     return r_oracle - r_random >= max(1.0, MIN_ORACLE_GAIN * abs(r_random))
 
 
-def measure_family(fid: str, s: Settings) -> list[dict[str, object]]:
+def _measured_tasks(fid: str, s: Settings) -> list[me.Task]:
+    tasks = me.ood_split(fid) if s.split == "ood" else me.task_split(fid)[1]
+    if s.tasks > len(tasks):
+        raise ValueError(f"--tasks must be in [1, {len(tasks)}] for {fid}, got {s.tasks}")
+    return list(tasks[: s.tasks])
+
+
+def train_unit(fid: str, s: Settings, unit: tuple[int, int], path: Path) -> None:
+    """Train one unit and save it: ``(-1, 0)`` is DR, ``(i, r)`` restart r of task i's oracle.
+
+    Units that exist on disk are not trained again, so an interrupted run resumes.
+    """
+    if path.exists():
+        return
+    torch.set_num_threads(1)
+    task_i, restart = unit
+    seed = s.seed + 1 + task_i + ORACLE_RESTART_STRIDE * restart
+    if task_i < 0:
+        tasks, seed, method = me.task_split(fid)[0], s.seed, "domain_randomization"
+    else:
+        tasks, method = [_measured_tasks(fid, s)[task_i]], "oracle"
+    if s.trainer == "episodic":
+        pol = train_ppo_mlp(
+            fid, tasks, s.timesteps, seed=seed, n_envs=s.n_envs, nthread=1, method=method
+        )
+    elif task_i < 0:
+        pol = train_domain_randomization(
+            fid, s.timesteps, seed=seed, n_envs=s.n_envs, nthread=1, hidden=(64, 64)
+        )
+    else:
+        pol = train_expert(
+            fid, tasks[0], s.timesteps, seed=seed, n_envs=s.n_envs, nthread=1, method=method
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.pt")
+    pol.save(tmp)
+    tmp.replace(path)
+
+
+def _unit_worker(job: tuple[str, Settings, tuple[int, int], Path]) -> tuple[int, int]:
+    train_unit(*job)
+    return job[2]
+
+
+def measure_family(fid: str, s: Settings, units_dir: Path) -> list[dict[str, object]]:
     """Train DR and the oracles of one family, evaluate them and random actions.
 
     Args:
         fid: Family id.
         s: Run settings.
+        units_dir: Where trained units are kept (resumable).
 
     Returns:
         One CSV row per evaluated test task.
     """
     t0 = time.perf_counter()
-    test = me.task_split(fid)[1]
-    if s.tasks > len(test):
-        raise ValueError(f"--tasks must be in [1, {len(test)}] for {fid}, got {s.tasks}")
-    tasks = test[: s.tasks]
-    dr = train_domain_randomization(
-        fid, s.timesteps, seed=s.seed, n_envs=s.n_envs, nthread=1, hidden=(64, 64)
-    )
-    print(f"  DR trained ({time.perf_counter() - t0:.0f} s)", flush=True)
-    oracles = []
+    tasks = _measured_tasks(fid, s)
+    tag = f"{s.trainer}-{s.timesteps}-s{s.seed}"
+    fam_dir = units_dir / fid.split("/")[-1]
+
+    def unit_path(unit: tuple[int, int]) -> Path:
+        if unit[0] < 0:  # DR trains on the training split, whichever split is measured
+            return fam_dir / f"dr-{tag}.pt"
+        return fam_dir / f"oracle{unit[0]}-r{unit[1]}-{tag}-{s.split}.pt"
+
+    units = [(-1, 0)] + [(i, r) for i in range(len(tasks)) for r in range(s.restarts)]
+    jobs = [(fid, s, u, unit_path(u)) for u in units]
+    if s.workers > 1:
+        with mp.get_context("spawn").Pool(s.workers) as pool:
+            for u in pool.imap_unordered(_unit_worker, jobs):
+                print(f"  unit {u} trained ({time.perf_counter() - t0:.0f} s)", flush=True)
+    else:
+        for job in jobs:
+            _unit_worker(job)
+            print(f"  unit {job[2]} trained ({time.perf_counter() - t0:.0f} s)", flush=True)
+    dr = metarobot.load(unit_path((-1, 0)))
+    oracles, restart_returns = [], []
     for i, task in enumerate(tasks):
-        oracles.append(
-            train_expert(
-                fid,
-                task,
-                s.timesteps,
-                seed=s.seed + 1 + i,
-                n_envs=s.n_envs,
-                nthread=1,
-                method="oracle",
-                hidden=(64, 64),
-            )
+        cands = [metarobot.load(unit_path((i, r))) for r in range(s.restarts)]
+        if len(cands) == 1:
+            oracles.append(cands[0])
+            restart_returns.append([])
+            continue
+        sel = evaluation_returns(
+            cands, fid, [task] * len(cands), episodes=2, seed=ORACLE_SELECT_SEED
         )
-        print(f"  oracle {i + 1}/{len(tasks)} trained ({time.perf_counter() - t0:.0f} s)")
+        oracles.append(cands[int(np.argmax(sel))])
+        restart_returns.append([round(float(x), 1) for x in sel])
     ev = {"episodes": s.episodes, "seed": s.seed, "nthread": 1}
     r_dr = np.asarray(evaluation_returns([dr] * len(tasks), fid, tasks, **ev))
     r_or = np.asarray(evaluation_returns(oracles, fid, tasks, **ev))
@@ -181,6 +258,9 @@ def measure_family(fid: str, s: Settings) -> list[dict[str, object]]:
                 "episodes": s.episodes,
                 "seed": s.seed,
                 "wall_s": round(wall, 1),
+                "trainer": s.trainer,
+                "restarts": s.restarts,
+                "split": s.split,
             }
         )
     return rows
@@ -202,7 +282,9 @@ def write_rows(path: Path, rows: Sequence[dict[str, object]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(CSV_FIELDS))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: row[k] for k in CSV_FIELDS})
+            # Rows from before a column existed get its default then (SB3, 1 run, test split).
+            old = {"trainer": "sb3", "restarts": "1", "split": "test"}
+            writer.writerow({k: row.get(k, old.get(k, "")) for k in CSV_FIELDS})
     tmp.replace(path)
 
 
@@ -279,14 +361,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--tasks", type=int, default=2, help="test tasks (oracles) per family")
     ap.add_argument("--episodes", type=int, default=3, help="evaluation episodes per task")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trainer", choices=("sb3", "episodic"), default="sb3")
+    ap.add_argument("--restarts", type=int, default=1, help="PPO runs per oracle (best kept)")
+    ap.add_argument("--split", choices=("test", "ood"), default="test")
+    ap.add_argument("--workers", type=int, default=1, help="processes for the training units")
+    ap.add_argument("--n-envs", type=int, default=8, help="worlds of every PPO run")
+    ap.add_argument(
+        "--units", type=Path, default=Path("runs/gaps_units"), help="trained units (resume)"
+    )
     ap.add_argument("--out", type=Path, default=Path("experiments/results"), help="output folder")
     args = ap.parse_args(argv)
-    for name in ("timesteps", "tasks", "episodes"):
+    for name in ("timesteps", "tasks", "episodes", "restarts", "workers", "n_envs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be an integer >= 1, got {getattr(args, name)}")
     torch.set_num_threads(1)
     s = Settings(
-        resolve_families(args.families), args.timesteps, args.tasks, args.episodes, args.seed
+        resolve_families(args.families),
+        args.timesteps,
+        args.tasks,
+        args.episodes,
+        args.seed,
+        n_envs=args.n_envs,
+        trainer=args.trainer,
+        restarts=args.restarts,
+        split=args.split,
+        workers=args.workers,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = args.out / "gaps.csv", args.out / "gaps.md"
@@ -297,18 +396,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"Command: `{command}`",
         f"metarobot {metarobot.__version__}, commit {git_commit()}",
         f"Machine: {machine()}; one torch thread, simulator nthread=1, run alongside other jobs.",
-        f"Budget: {s.timesteps:,} PPO environment steps for DR and for each oracle "
-        f"(8 worlds, SB3 PPO defaults of metarobot.baselines, 64×64 tanh MLP); "
-        f"first {s.tasks} test tasks of the frozen split; {s.episodes} deterministic evaluation "
-        f"episodes per task and policy; seed {s.seed}.",
+        f"Budget: {s.timesteps:,} PPO environment steps for DR and for each oracle run "
+        f"({s.n_envs} worlds, 64×64 tanh MLP; trainer: "
+        + (
+            "SB3 PPO defaults of metarobot.baselines"
+            if s.trainer == "sb3"
+            else "metarobot's episodic PPO (normalized observations, scaled rewards)"
+        )
+        + f"); oracle: best of {s.restarts} run(s) on selection episodes; "
+        f"first {s.tasks} tasks of the frozen {s.split} split; {s.episodes} deterministic "
+        f"evaluation episodes per task and policy; seed {s.seed}.",
         "gap = mean over tasks of (R_oracle − R_DR) / (R_oracle − R_random); an oracle "
         f"'learned' when R_oracle − R_random ≥ max(1, {MIN_ORACLE_GAIN}·|R_random|); "
         "n/a when the oracle is not above random.",
     ]
-    settings_key = (str(s.timesteps), str(s.episodes), str(s.seed))
-    rows = [
-        r for r in read_rows(csv_path) if (r["timesteps"], r["episodes"], r["seed"]) == settings_key
-    ]
+    settings_key = (str(s.timesteps), str(s.episodes), str(s.seed), s.trainer, str(s.restarts))
+    settings_key += (s.split,)
+    old = {"trainer": "sb3", "restarts": "1", "split": "test"}
+
+    def key(r: dict[str, str]) -> tuple[str, ...]:
+        cols = ("timesteps", "episodes", "seed", "trainer", "restarts", "split")
+        return tuple(r.get(c) or old.get(c, "") for c in cols)
+
+    rows = [r for r in read_rows(csv_path) if key(r) == settings_key]
     done = {r["family"] for r in rows if int(r["task_index"]) == s.tasks - 1}
     rows = [r for r in rows if r["family"] in done]
     for fid in s.families:
@@ -316,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{fid}: already in {csv_path}, skipped", flush=True)
             continue
         print(f"{fid}: training DR and {s.tasks} oracles, {s.timesteps:,} steps each", flush=True)
-        new = measure_family(fid, s)
+        new = measure_family(fid, s, args.units)
         rows += [{k: str(v) for k, v in r.items()} for r in new]
         write_rows(csv_path, rows)
         missing = [f for f in s.families if f not in {r["family"] for r in rows}]

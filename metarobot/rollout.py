@@ -257,6 +257,7 @@ def episode_env(
     nthread: int | None = None,
     engine: str = "batch",
     device: str | torch.device | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> Any:
     """The batched env :func:`collect` runs: world ``i·K + k`` on ``tasks[i]``, no autoreset.
 
@@ -270,11 +271,19 @@ def episode_env(
             round trip per step).
         device: The Warp device (the policy's device: ``"cpu"`` or ``"cuda"``); ignored by the
             CPU engine.
+        env_kwargs: Passed to ``gym.make`` for every world (e.g. a within-episode change
+            schedule: ``{"change_step": 100, "change_to": "test"}``).
     """
     worlds = [t for t in tasks for _ in range(episodes)]
     dev = str(device) if engine == "warp" and device is not None else None
     return make_batched(
-        env_id, worlds, autoreset_mode="disabled", nthread=nthread, engine=engine, device=dev
+        env_id,
+        worlds,
+        autoreset_mode="disabled",
+        nthread=nthread,
+        engine=engine,
+        device=dev,
+        **dict(env_kwargs or {}),
     )
 
 
@@ -415,6 +424,7 @@ def run_actor_episodes(
     deterministic: bool = True,
     nthread: int | None = None,
     reset_actor: bool = True,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> ActorEpisodes:
     """Run one episode in each of ``N × K`` worlds (world ``i·K + k`` runs ``tasks[i]``).
 
@@ -431,6 +441,7 @@ def run_actor_episodes(
         nthread: Simulator threads.
         reset_actor: Start the actor's episodes (False lets an actor carry memory across
             episodes; it is still told nothing else).
+        env_kwargs: Passed to ``gym.make`` for every world (see :func:`episode_env`).
 
     Returns:
         The episodes' returns, rewards and divergence flags.
@@ -438,9 +449,7 @@ def run_actor_episodes(
     n, k = len(tasks), episodes
     if len(seeds) != n:
         raise ValueError(f"seeds must hold one seed per task ({n}), got {len(seeds)}")
-    env = make_batched(
-        env_id, [t for t in tasks for _ in range(k)], autoreset_mode="disabled", nthread=nthread
-    )
+    env = episode_env(env_id, tasks, k, nthread=nthread, env_kwargs=env_kwargs)
     try:
         horizon = int(env.max_episode_steps)
         act_dim = int(env.single_action_space.shape[0])
@@ -478,6 +487,7 @@ def episode_returns(
     nthread: int | None = None,
     rewards: bool = False,
     engine: str = "batch",
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray | None]:
     """Deterministic episodes of ``policies[i]`` on ``tasks[i]`` (any policy type).
 
@@ -486,7 +496,8 @@ def episode_returns(
     policies must be of one type and shape.
 
     ``engine="warp"`` runs MLP policies on MuJoCo Warp on their device (see
-    :func:`episode_env`); stateful policies run on the CPU engine.
+    :func:`episode_env`); stateful policies run on the CPU engine. ``env_kwargs`` are passed
+    to ``gym.make`` for every world (e.g. a within-episode change schedule).
 
     Returns:
         Returns ``[N, K]``, diverged flags ``[N, K]``, the world reset seeds, and with
@@ -507,12 +518,26 @@ def episode_returns(
             )
         actor = type(lead).batch_actor([p for p in policies for _ in range(episodes)])
         ep = run_actor_episodes(
-            actor, env_id, tasks, episodes=episodes, seeds=seeds, nthread=nthread
+            actor,
+            env_id,
+            tasks,
+            episodes=episodes,
+            seeds=seeds,
+            nthread=nthread,
+            env_kwargs=env_kwargs,
         )
         return ep.returns, ep.diverged, ep.reset_seeds, ep.rewards if rewards else None
     if any(isinstance(p, StatefulPolicy) for p in policies):
         raise ValueError("policies of one call must all be stateful or all be plain MLPs")
-    env = episode_env(env_id, tasks, episodes, nthread=nthread, engine=engine, device=lead.device)
+    env = episode_env(
+        env_id,
+        tasks,
+        episodes,
+        nthread=nthread,
+        engine=engine,
+        device=lead.device,
+        env_kwargs=env_kwargs,
+    )
     try:
         stacked = {k: torch.stack([p.params[k].detach() for p in policies]) for k in lead.params}
         batch = collect(
