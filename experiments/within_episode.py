@@ -35,7 +35,7 @@ import torch
 from metarobot import registry
 from metarobot.config import load_config
 from metarobot.envs import task_split
-from metarobot.returns import EVAL_SEED_OFFSET
+from metarobot.evaluation import EVAL_SEED_OFFSET
 from metarobot.rollout import episode_returns
 
 SPLITS = ("train", "test", "ood")
