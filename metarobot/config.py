@@ -7,6 +7,7 @@ Every key is checked: an unknown key, a value of the wrong type or out of range 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import sys
 import types
@@ -21,6 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from metarobot import registry
+from metarobot.envs import check_family, task_split
 from metarobot.learners import MetaConfig
 from metarobot.learners.reptile import REPTILE_DEFAULTS
 
@@ -212,15 +214,11 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Range checks that types alone do not express."""
-        import importlib
-
         for mod in self.imports:
             try:
                 importlib.import_module(mod)
             except ImportError as err:
                 raise ValueError(f"imports: cannot import module {mod!r}: {err}") from err
-        from metarobot.envs import check_family
-
         check_family(self.family)
         known = registry.method_names()
         bad = [m for m in self.methods if m not in known]
@@ -267,8 +265,6 @@ class ExperimentConfig:
             self.meta.meta_config().validate()
         except ValueError as err:
             raise ValueError(f"meta.{err}") from err
-        from metarobot.envs import task_split
-
         n_test = len(task_split(self.family)[1])
         if self.eval.n_test_tasks > n_test:
             raise ValueError(f"eval.n_test_tasks must be <= {n_test} for {self.family}")

@@ -16,6 +16,9 @@ Aggregates follow rliable (Agarwal et al., 2021): the interquartile mean (IQM, s
 ``trim_mean(·, 0.25)``) over all (task, seed) scores, with a 95% percentile interval from a
 stratified bootstrap that resamples seeds within each task. (rliable itself no longer imports
 with current pandas/arch, so the same definitions are computed here with numpy and scipy.)
+
+:func:`evaluation_returns` (and its seed offset) live in :mod:`metarobot.returns`, below the
+method registry, whose oracle picks its best restart with them; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from metarobot.adaptation import adapt_many
 from metarobot.checkpoint import AnyPolicy
 from metarobot.envs import Task, make_batched
 from metarobot.registry import method_names
-from metarobot.rollout import episode_returns
+from metarobot.returns import EVAL_SEED_OFFSET as EVAL_SEED_OFFSET
+from metarobot.returns import evaluation_returns
 
 __all__ = [
     "AGGREGATES",
@@ -49,44 +53,6 @@ __all__ = [
 RECORD_FIELDS: tuple[str, ...] = ("method", "family", "task", "seed", "k", "return", "score")
 #: Extra columns written after the record fields.
 EXTRA_FIELDS: tuple[str, ...] = ("diverged",)
-
-#: Offset between adaptation and evaluation seed streams.
-EVAL_SEED_OFFSET = 1_000_003
-
-
-def evaluation_returns(
-    policies: Sequence[AnyPolicy],
-    env_id: str,
-    tasks: Sequence[Task],
-    *,
-    episodes: int,
-    seed: int,
-    nthread: int | None = None,
-    return_seeds: bool = False,
-    return_diverged: bool = False,
-) -> Any:
-    """Mean return of ``policies[i]`` on ``tasks[i]`` over ``episodes`` deterministic episodes.
-
-    All policies must be of one type and share one network shape (they run together). A
-    stateful policy starts every episode from ``reset()``.
-
-    Returns:
-        Array ``[N]`` of mean returns; with ``return_seeds`` also the world reset seeds; with
-        ``return_diverged`` also the number of diverged episodes per task (a diverged episode
-        ends early with the reward collected so far; it never feeds NaN anywhere).
-    """
-    n = len(tasks)
-    seeds = [seed + EVAL_SEED_OFFSET + 7919 * i for i in range(n)]
-    rets, div, reset_seeds, _ = episode_returns(
-        policies, env_id, tasks, episodes=episodes, seeds=seeds, nthread=nthread
-    )
-    out = rets.mean(1)
-    extra: list[Any] = []
-    if return_seeds:
-        extra.append(reset_seeds)
-    if return_diverged:
-        extra.append(div.sum(1))
-    return (out, *extra) if extra else out
 
 
 def random_returns(

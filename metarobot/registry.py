@@ -29,6 +29,7 @@ from metarobot.episodic_mlp import train_ppo_mlp
 from metarobot.learners import MAML, MetaLearner, MetaSGD, Reptile
 from metarobot.ppo import PPOSettings
 from metarobot.recurrent import train_recurrent
+from metarobot.returns import evaluation_returns
 from metarobot.rma import train_rma
 
 if TYPE_CHECKING:
@@ -332,8 +333,6 @@ def _test_tasks(cfg: ExperimentConfig) -> list[Any]:
 
 
 def _train_oracle(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]) -> None:
-    from metarobot.evaluation import evaluation_returns  # evaluation imports this module
-
     b, t, seed = cfg.baselines, args["task"], args["seed"]
     task = _test_tasks(cfg)[t]
     best, returns = None, []
