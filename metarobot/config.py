@@ -48,6 +48,26 @@ class MetaSection:
     Its fields are :class:`~metarobot.learners.MetaConfig`'s (same defaults, checked by
     ``MetaConfig.validate``), plus the iteration count, the checkpoint period and Reptile's own
     settings.
+
+    Attributes:
+        iterations: Meta-iterations (with ``budget_steps``: training stops before the next one
+            could pass it).
+        meta_batch: Tasks per iteration.
+        episodes: K, adaptation episodes per task (inner-loop data).
+        post_episodes: Episodes per task after adaptation (outer-loss data).
+        inner_steps: S, adaptation gradient steps.
+        inner_lr: Adaptation step size α (Meta-SGD: its initial value).
+        outer_lr: Adam learning rate of the outer update (MAML, first-order MAML, Meta-SGD).
+        reptile_lr: Reptile's ε, the interpolation rate toward the adapted parameters.
+        reptile_inner_steps: Reptile's gradient steps per task in the inner loop.
+        reptile_inner_lr: Reptile's inner step size.
+        outer_epochs: Passes of the clipped outer surrogate over each batch.
+        clip: Clip range of the surrogate (inner and outer).
+        gamma: Discount.
+        lam: GAE λ.
+        hidden: Hidden layer sizes of the MLPs of every method (RMA's too; the GRU has its own).
+        init_log_std: Initial log std of the policy.
+        checkpoint_every: Iterations between resumable state files.
     """
 
     iterations: int = 50
@@ -110,7 +130,17 @@ class BaselineConfig:
 
 @dataclass
 class EvalConfig:
-    """The evaluation protocol."""
+    """The ``[eval]`` table: the evaluation protocol.
+
+    Attributes:
+        ks: Adaptation episodes K to evaluate (must include 0: no adaptation).
+        seeds: Evaluation seeds (each one draws its own adaptation and evaluation episodes).
+        episodes: Separate evaluation episodes per task after adaptation.
+        n_test_tasks: Held-out tasks of the family's frozen test split, from its start.
+        adapt_steps: Gradient steps per adaptation (MLP policies).
+        adapt_lr: Adaptation step size of the methods without a meta-learned one.
+        bootstrap_reps: Resamples of the stratified bootstrap behind each 95% CI.
+    """
 
     ks: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 5])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -194,6 +224,23 @@ class ExperimentConfig:
     ``budget_steps`` (when set) is the environment-step budget every trained method must fit
     in; a method whose settings would exceed it is refused. ``imports`` names Python modules
     to import first, so that families they register with ``gym.register`` can be used.
+
+    Attributes:
+        name: Name of the experiment (shown in its ``summary.md``).
+        family: Gymnasium id of the task family (any registered randomized id).
+        out: Output folder of the run.
+        methods: Methods to compare (registered names; must include ``oracle``).
+        train_seeds: Training seeds; every method trains once per seed.
+        nthread: Simulator threads per unit (0: all cores).
+        torch_threads: Torch threads per unit.
+        budget_steps: Environment steps every trained method must fit in (unset: no limit).
+        imports: Python modules to import first (families they register become usable).
+        meta: The ``[meta]`` table (gradient meta-learners).
+        baselines: The ``[baselines]`` table (PPO experts, DR, oracles).
+        rma: The ``[rma]`` table.
+        recurrent: The ``[recurrent]`` table.
+        eval: The ``[eval]`` table (the protocol).
+        description: One line on what the run is for.
     """
 
     name: str

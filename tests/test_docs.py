@@ -9,12 +9,19 @@ Rules:
 - Blocks leave no trace: methods they register and Gymnasium ids they register are removed after
   the page.
 - The API reference lists every name of ``metarobot.__all__`` and ``metarobot.envs.__all__``.
+- Every registered method has its page (in the nav): what it is, its policy type, how it
+  adapts, when to use it, and its config as a table generated from the config dataclasses.
+- Every key of every config section has a one-line doc (the generated tables show it).
+- Imports inside the package flow one way, as the Architecture page says: no cycle, not even
+  through an import inside a function.
 - The README fits one screen plus a short tour (at most 150 lines), and its relative links
   point at files that exist.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import importlib.util
 import re
 import sys
@@ -33,6 +40,8 @@ from metarobot import registry
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 NEEDS_CUDA = "<!-- docs-test: needs-cuda -->"
+#: The methods the package registers (read before any test registers one of its own).
+BUILTIN_METHODS = registry.method_names()
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 
 
@@ -150,6 +159,94 @@ def test_api_reference_lists_every_public_name() -> None:
     for uri, module in (("api/metarobot.md", metarobot), ("api/envs.md", metarobot.envs)):
         listed = re.findall(r"^::: (\S+)$", pages[uri], flags=re.M)
         assert listed == [f"{module.__name__}.{name}" for name in module.__all__]
+
+
+@pytest.mark.parametrize("method", BUILTIN_METHODS)
+def test_every_method_has_its_page(method: str) -> None:
+    page = ROOT / "docs" / "concepts" / "methods" / f"{method}.md"
+    assert page.is_file(), f"no page for method {method!r}"
+    assert f"concepts/methods/{method}.md" in (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    text = page.read_text(encoding="utf-8")
+    for part in ("What it is.", "Policy type.", "How it adapts.", "When to use it."):
+        assert f"**{part}**" in text, f"{page.name} lacks **{part}**"
+    assert re.search(r"^## Config", text, flags=re.M), f"{page.name} lacks ## Config"
+    # Generated, so that a changed default or a new key cannot leave the page behind.
+    assert "<!-- config-table: " in text and "| key | default |" not in text
+
+
+def test_every_config_key_has_a_doc() -> None:
+    hook = _hook()
+    for section, cls in hook.config_sections().items():
+        fields = [f.name for f in dataclasses.fields(cls)]
+        docs = hook.attribute_docs(cls)
+        assert list(docs) == fields, f"[{section}]: the Attributes of {cls.__name__} and its fields"
+        table = hook.config_table(section).splitlines()
+        assert [row.split("`")[1] for row in table[2:]] == fields
+
+
+def test_config_table_marker_expands() -> None:
+    hook = _hook()
+    text = hook.expand_config_tables("a\n<!-- config-table: rma history z_dim -->\nb")
+    assert "| `history` | 16 |" in text and "| `z_dim` | 8 |" in text
+    assert "teacher_steps" not in text
+    with pytest.raises(ValueError, match="no key"):
+        hook.config_table("rma", ["nope"])
+    with pytest.raises(ValueError, match="unknown section"):
+        hook.config_table("nope")
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Module → the package modules it imports at run time (``TYPE_CHECKING`` blocks left out)."""
+    pkg = ROOT / "metarobot"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in pkg.rglob("*.py")}
+    modules = {name.removesuffix(".__init__"): p for name, p in modules.items()}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        stack: list[ast.AST] = [ast.parse(path.read_text(encoding="utf-8"))]
+        while stack:
+            node = stack.pop()
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                    continue
+                if isinstance(child, ast.Import):
+                    found |= {resolve(a.name) for a in child.names} - {None}  # type: ignore[arg-type]
+                elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                    for a in child.names:
+                        target = resolve(f"{child.module}.{a.name}") or resolve(child.module)
+                        if target:
+                            found.add(target)
+                stack.append(child)
+        # A package's own __init__ runs before its modules: importing it is no edge back.
+        graph[name] = {m for m in found if m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def test_imports_flow_one_way() -> None:
+    graph = _package_imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], module, dep]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep, [*path, module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    assert "metarobot.returns" in graph["metarobot.registry"]
+    assert "metarobot.evaluation" not in graph["metarobot.registry"]
 
 
 def test_every_result_gets_a_page() -> None:

@@ -18,6 +18,11 @@ next build on its own:
   which griffe's static finder cannot see through an editable install. ``build/docs-api/`` gets
   a ``metarobot/`` folder of symlinks to ``metarobot/*`` plus ``envs`` → ``envs/``, and the
   mkdocstrings handler reads the sources from there (``paths`` in ``mkdocs.yml``).
+- **Config tables.** A line ``<!-- config-table: SECTION [KEY ...] -->`` in a page becomes the
+  table of that config section (``meta``, ``baselines``, ``rma``, ``recurrent``, ``eval``, or
+  ``experiment`` for the top-level keys): each key, its default and its one-line doc, read from
+  the dataclasses of :mod:`metarobot.config` (so the build imports the package, and with it
+  torch and MuJoCo). A key without a doc, an unknown section or key fails the build.
 - **Cross-references.** Docstrings use Sphinx roles (``:func:`adapt```); the rendered HTML
   shows them as plain code, without the role.
 """
@@ -25,9 +30,13 @@ next build on its own:
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 import re
 import shutil
 import sys
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +44,8 @@ from typing import Any
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
+
+from metarobot import config as experiment_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,6 +83,8 @@ PLOT_CAPTIONS = {
     "adaptation_curve": "Normalized score against K adaptation episodes (IQM, 95% CI bands).",
     "learning_curve": "Meta-training returns before and after adaptation.",
 }
+#: ``<!-- config-table: SECTION [KEY ...] -->`` on a line of its own.
+_CONFIG_TABLE = re.compile(r"^<!-- config-table: (\w+)((?: \w+)*) -->$", flags=re.M)
 _IMAGE_SUFFIXES = (".png", ".gif", ".jpg", ".jpeg", ".svg", ".webp")
 _ROLE = re.compile(
     r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|const):<code>(~?)([^<]+)</code>"
@@ -143,6 +156,107 @@ def build_api_sources() -> Path:
             (pkg / item.name).symlink_to(item)
     (pkg / "envs").symlink_to(ROOT / "envs", target_is_directory=True)
     return API_SRC
+
+
+# ---------------------------------------------------------------------- config tables
+
+
+def config_sections() -> dict[str, type]:
+    """``{section name: its dataclass}``; ``experiment`` is the top level."""
+    hints = typing.get_type_hints(experiment_config.ExperimentConfig)
+    sections: dict[str, type] = {"experiment": experiment_config.ExperimentConfig}
+    for f in dataclasses.fields(experiment_config.ExperimentConfig):
+        if dataclasses.is_dataclass(hints[f.name]):
+            sections[f.name] = hints[f.name]
+    return sections
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The ``Attributes:`` section of a Google-style class docstring, one string per name."""
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    docs: dict[str, str] = {}
+    if "Attributes:" not in lines:
+        return docs
+    name = None
+    for line in lines[lines.index("Attributes:") + 1 :]:
+        if line.strip() and not line.startswith("    "):
+            break  # the next section
+        entry = re.match(r"^    (\w+): (.*)$", line)
+        if entry:
+            name = entry.group(1)
+            docs[name] = entry.group(2).strip()
+        elif name is not None and line.strip():
+            docs[name] += " " + line.strip()
+    return docs
+
+
+def _toml_value(value: Any) -> str:
+    """A default as it is written in TOML (``None``: the key left out)."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, (list, tuple)):
+        return "`[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]`"
+    if dataclasses.is_dataclass(value):
+        return "its table"
+    return f"`{value!r}`"
+
+
+def _markdown_doc(text: str) -> str:
+    """A docstring line as Markdown: Sphinx roles and RST literals as code, pipes escaped."""
+    text = re.sub(
+        r":(?:py:)?\w+:`(~?)([^`]+)`",
+        lambda m: f"`{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}`",
+        text,
+    )
+    return text.replace("``", "`").replace("|", "\\|")
+
+
+def config_table(section: str, keys: Sequence[str] = ()) -> str:
+    """The Markdown table of one config section: key, default, meaning.
+
+    Args:
+        section: ``meta``, ``baselines``, ``rma``, ``recurrent``, ``eval`` or ``experiment``
+            (the top-level keys).
+        keys: The keys to list, in this order; empty: every key of the section.
+
+    Raises:
+        ValueError: On an unknown section or key, or a key whose doc is missing.
+    """
+    sections = config_sections()
+    if section not in sections:
+        raise ValueError(f"config-table: unknown section {section!r}; known: {list(sections)}")
+    cls = sections[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    docs = attribute_docs(cls)
+    unknown = [k for k in keys if k not in fields]
+    if unknown:
+        raise ValueError(f"config-table: [{section}] has no key(s) {unknown}")
+    rows = ["| key | default | meaning |", "|---|---:|---|"]
+    for name in keys or list(fields):
+        f = fields[name]
+        if name not in docs:
+            raise ValueError(f"config: {cls.__name__}.{name} has no doc in its Attributes")
+        if f.default is not dataclasses.MISSING:
+            default = _toml_value(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = _toml_value(f.default_factory())
+        else:
+            default = "required"
+        rows.append(f"| `{name}` | {default} | {_markdown_doc(docs[name])} |")
+    return "\n".join(rows)
+
+
+def expand_config_tables(markdown: str) -> str:
+    """Replace every ``<!-- config-table: ... -->`` line by its table."""
+    return _CONFIG_TABLE.sub(lambda m: config_table(m.group(1), m.group(2).split()), markdown)
 
 
 # ---------------------------------------------------------------------- results
@@ -335,6 +449,11 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     if index is not None:
         index.content_string = index.content_string + results_index(pages)
     return files
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    """Expand the config-table markers."""
+    return expand_config_tables(markdown)
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:
