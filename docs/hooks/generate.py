@@ -13,7 +13,7 @@ next build on its own:
   The pages are added to the ``Results`` section of the nav.
 - **API reference.** ``api/metarobot.md`` and ``api/envs.md`` hold one mkdocstrings directive
   per name of ``metarobot.__all__`` and ``metarobot.envs.__all__`` (read from the source with
-  ``ast``, so the build imports neither torch nor MuJoCo).
+  ``ast``; griffe reads the docstrings statically too).
 - **Import path.** ``metarobot.envs`` is installed from ``envs/`` (setuptools ``package-dir``),
   which griffe's static finder cannot see through an editable install. ``build/docs-api/`` gets
   a ``metarobot/`` folder of symlinks to ``metarobot/*`` plus ``envs`` → ``envs/``, and the
