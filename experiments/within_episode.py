@@ -34,7 +34,6 @@ import torch
 
 from metarobot import registry
 from metarobot.config import load_config
-from metarobot.envs import task_split
 from metarobot.evaluation import EVAL_SEED_OFFSET
 from metarobot.rollout import episode_returns
 
@@ -46,7 +45,7 @@ def curves(
 ) -> tuple[dict[str, np.ndarray], list[str], str]:
     """Method → mean reward per step with the change; the online methods; the family."""
     cfg = load_config(run / "config.toml")
-    tasks = task_split(cfg.family)[1][: cfg.eval.n_test_tasks]
+    tasks = cfg.test_tasks()
     seed = cfg.eval.seeds[0]
     seeds = [seed + EVAL_SEED_OFFSET + 7919 * i for i in range(len(tasks))]
     kwargs = {"change_step": change_step, "change_to": change_to}

@@ -22,7 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from metarobot import registry
-from metarobot.envs import check_family, task_split
+from metarobot.envs import Task, check_family, ood_split, task_split
 from metarobot.learners import MetaConfig
 from metarobot.learners.reptile import REPTILE_DEFAULTS
 
@@ -136,7 +136,10 @@ class EvalConfig:
         ks: Adaptation episodes K to evaluate (must include 0: no adaptation).
         seeds: Evaluation seeds (each one draws its own adaptation and evaluation episodes).
         episodes: Separate evaluation episodes per task after adaptation.
-        n_test_tasks: Held-out tasks of the family's frozen test split, from its start.
+        n_test_tasks: Held-out tasks of the evaluated split, from its start.
+        split: The held-out split evaluated: ``"test"`` (the frozen test split, drawn from the
+            training distribution) or ``"ood"`` (the out-of-distribution split of families that
+            define one, outside the training ranges; ``metarobot.envs.ood_split``).
         adapt_steps: Gradient steps per adaptation (MLP policies).
         adapt_lr: Adaptation step size of the methods without a meta-learned one.
         bootstrap_reps: Resamples of the stratified bootstrap behind each 95% CI.
@@ -146,6 +149,7 @@ class EvalConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     episodes: int = 2
     n_test_tasks: int = 10
+    split: str = "test"
     adapt_steps: int = 1
     adapt_lr: float = 0.1
     bootstrap_reps: int = 2000
@@ -210,6 +214,9 @@ class RecurrentSection:
     scale_rewards: bool = True
 
 
+#: Held-out splits a table can evaluate (``[eval] split``).
+EVAL_SPLITS = ("test", "ood")
+
 #: PPO implementations of the DR policy and the oracles (``[baselines] trainer``).
 BASELINE_TRAINERS = ("sb3", "episodic")
 
@@ -258,6 +265,15 @@ class ExperimentConfig:
     recurrent: RecurrentSection = field(default_factory=RecurrentSection)
     eval: EvalConfig = field(default_factory=EvalConfig)
     description: str = ""
+
+    def test_tasks(self, limit: bool = True) -> list[Task]:
+        """The held-out tasks a table evaluates: the first ``eval.n_test_tasks`` of its split.
+
+        Raises:
+            ValueError: For ``eval.split = "ood"`` on a family without an ood split.
+        """
+        tasks = ood_split(self.family) if self.eval.split == "ood" else task_split(self.family)[1]
+        return list(tasks[: self.eval.n_test_tasks] if limit else tasks)
 
     def validate(self) -> None:
         """Range checks that types alone do not express."""
@@ -312,9 +328,16 @@ class ExperimentConfig:
             self.meta.meta_config().validate()
         except ValueError as err:
             raise ValueError(f"meta.{err}") from err
-        n_test = len(task_split(self.family)[1])
+        if self.eval.split not in EVAL_SPLITS:
+            raise ValueError(
+                f"eval.split must be one of {list(EVAL_SPLITS)}, got {self.eval.split!r}"
+            )
+        n_test = len(self.test_tasks(limit=False))
         if self.eval.n_test_tasks > n_test:
-            raise ValueError(f"eval.n_test_tasks must be <= {n_test} for {self.family}")
+            raise ValueError(
+                f"eval.n_test_tasks must be <= {n_test} for the {self.eval.split} split of "
+                f"{self.family}"
+            )
         registry.check_budget(self)
 
 

@@ -39,7 +39,6 @@ from tqdm.auto import tqdm
 from metarobot import registry
 from metarobot.adaptation import DEFAULT_MARGIN, DEFAULT_VALIDATION_EPISODES
 from metarobot.config import ExperimentConfig, load_config
-from metarobot.envs import task_split
 from metarobot.evaluation import (
     EVAL_SEED_OFFSET,
     EXTRA_FIELDS,
@@ -175,7 +174,7 @@ def run_unit(cfg: ExperimentConfig, out: Path, unit: Unit) -> str:
 
 
 def _random_unit(cfg: ExperimentConfig, path: Path) -> None:
-    test_tasks = task_split(cfg.family)[1][: cfg.eval.n_test_tasks]
+    test_tasks = cfg.test_tasks()
     r = random_returns(
         cfg.family, test_tasks, episodes=max(cfg.eval.episodes, 4), seed=0, nthread=cfg.nthread
     )
@@ -191,7 +190,7 @@ def _random_unit(cfg: ExperimentConfig, path: Path) -> None:
 def _evaluate_unit(cfg: ExperimentConfig, out: Path, unit: Unit) -> None:
     m, seed, e = unit.args["method"], unit.args["seed"], cfg.eval
     spec = registry.get(m)
-    test_tasks = task_split(cfg.family)[1][: cfg.eval.n_test_tasks]
+    test_tasks = cfg.test_tasks()
     loaded = spec.load(cfg, seed, out / "checkpoints")
     per_task = loaded if isinstance(loaded, list) else None
     recs = evaluate_method(
@@ -457,8 +456,10 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
     write_csv(records, out / "results.csv", FIELDS)
     agg = aggregate(records, reps=cfg.eval.bootstrap_reps)
     e = cfg.eval
+    split_name = "test split" if e.split == "test" else "out-of-distribution (ood) split"
     notes = [
-        f"Family `{cfg.family}`, {e.n_test_tasks} held-out test tasks × evaluation seeds "
+        f"Family `{cfg.family}`, {e.n_test_tasks} held-out tasks of its {split_name} × "
+        "evaluation seeds "
         f"{e.seeds} × training seeds {cfg.train_seeds}; {e.episodes} evaluation episodes per "
         "cell (mean action), separate from the adaptation episodes. Adaptation with K episodes "
         "(`metarobot.adapt_many`): MLP policies take "
@@ -516,7 +517,7 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
             header=[
                 *header,
                 f"- runs: {len(cfg.train_seeds)} training seed(s) × {len(e.seeds)} evaluation "
-                f"seed(s) × {e.n_test_tasks} held-out tasks"
+                f"seed(s) × {e.n_test_tasks} held-out tasks ({e.split} split)"
                 + (
                     f", every trained method held to {cfg.budget_steps:,} env steps"
                     if cfg.budget_steps is not None

@@ -329,7 +329,7 @@ def _train_dr(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]
 
 
 def _test_tasks(cfg: ExperimentConfig) -> list[Any]:
-    return task_split(cfg.family)[1][: cfg.eval.n_test_tasks]
+    return cfg.test_tasks()
 
 
 def _train_oracle(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]) -> None:

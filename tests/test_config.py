@@ -357,3 +357,17 @@ def test_fuzz_random_file_text(tmp_path_factory, text):
     p.write_text(text, encoding="utf-8", errors="surrogatepass")
     with contextlib.suppress(ValueError):  # anything else fails the test
         load_config(p)
+
+
+def test_eval_split_chooses_the_held_out_tasks():
+    from metarobot.envs import ood_split, task_split
+
+    fid = "metarobot/HalfCheetahPhysical-v0"
+    test = parse_config({"name": "x", "family": fid, "eval": {"n_test_tasks": 3}})
+    ood = parse_config({"name": "x", "family": fid, "eval": {"n_test_tasks": 3, "split": "ood"}})
+    assert test.test_tasks() == task_split(fid)[1][:3]
+    assert ood.test_tasks() == ood_split(fid)[:3]
+    with pytest.raises(ValueError, match="eval.split must be one of"):
+        parse_config({"name": "x", "family": fid, "eval": {"split": "val"}})
+    with pytest.raises(ValueError, match="ood"):  # the pendulum family defines no ood split
+        parse_config({"name": "x", "family": PENDULUM, "eval": {"split": "ood"}})
