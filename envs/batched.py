@@ -24,7 +24,9 @@ Autoreset: ``"next_step"`` (Gymnasium's default, as in ``SyncVectorEnv``): the s
 ends resets it, ignores its action and returns its first observation with reward 0.
 ``"same_step"``: a world that ends is reset in the same step; its last observation and info are in
 ``info["final_obs"]`` / ``info["final_info"]`` (masked by ``info["_final_obs"]``).
-``"disabled"``: nothing is reset automatically; call ``reset(options={"reset_mask": mask})``.
+``"disabled"``: nothing is reset automatically; call ``reset(options={"reset_mask": mask})``. A
+world whose episode ended is not simulated until it is reset: it repeats its last observation
+with reward 0 and no termination or truncation.
 
 New tasks: ``reset(options={"tasks": [...]})`` (one per world) or ``{"task": t}`` (all worlds),
 or ``set_tasks`` (used from each world's next reset, including autoresets).
@@ -214,6 +216,8 @@ class BatchedMujocoEnv(VectorEnv):
         self._obs = np.zeros((n, *self.single_observation_space.shape))
         self._elapsed = np.zeros(n, dtype=np.int64)
         self._needs_reset = np.ones(n, dtype=bool)
+        #: With autoreset disabled: worlds whose episode ended (not simulated until reset).
+        self._ended = np.zeros(n, dtype=bool)
         self._stepping: int | None = None
         self._sim_calls = 0
         self._resync = False
@@ -359,6 +363,7 @@ class BatchedMujocoEnv(VectorEnv):
             self._obs[i] = obs
             self._elapsed[i] = 0
             self._needs_reset[i] = False
+            self._ended[i] = False
             infos.append(info)
         self._sync(ids)
         self._goal = self._goal_arrays()
@@ -520,7 +525,15 @@ class BatchedMujocoEnv(VectorEnv):
             if self.autoreset_mode is AutoresetMode.NEXT_STEP
             else np.zeros(n, bool)
         )
-        active = ~resetting
+        # With autoreset disabled a world that ended is not simulated again until it is reset
+        # (episodic trainers run batches until their last episode ends: an Ant falling in 40
+        # of 200 steps would otherwise cost the whole 200).
+        frozen = (
+            self._ended.copy()
+            if self.autoreset_mode is AutoresetMode.DISABLED
+            else np.zeros(n, bool)
+        )
+        active = ~resetting & ~frozen
         changed = self._advance_schedules(active) if self.changes_within_episode else None
         if self.kernel is not None:
             obs, reward, terminated, truncated, diverged = self._step_kernel(active, actions)
@@ -546,7 +559,13 @@ class BatchedMujocoEnv(VectorEnv):
             reward[resetting] = 0.0
             terminated[resetting] = False
             truncated[resetting] = False
+        if frozen.any():  # an ended world repeats its last observation, with no new event
+            obs[frozen] = self._obs[frozen]
+            reward[frozen] = 0.0
+            terminated[frozen] = truncated[frozen] = diverged[frozen] = False
         done = terminated | truncated
+        if self.autoreset_mode is AutoresetMode.DISABLED:
+            self._ended |= done
         if self.autoreset_mode is AutoresetMode.NEXT_STEP:
             self._needs_reset = done.copy()
         elif self.autoreset_mode is AutoresetMode.SAME_STEP and done.any():

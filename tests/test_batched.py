@@ -496,3 +496,28 @@ def test_warp_engine_is_imported_lazily_and_given_every_argument(monkeypatch):
     env = me.make_batched(REACHER, tasks, engine="warp", device="cuda:0", autoreset_mode="disabled")
     assert isinstance(env, FakeWarp)
     assert calls == [(REACHER, tasks, {"device": "cuda:0", "autoreset_mode": "disabled"})]
+
+
+def test_disabled_autoreset_leaves_ended_worlds_alone():
+    env = me.make_batched(
+        "metarobot/HalfCheetahRandParams-v0",
+        num_envs=2,
+        autoreset_mode="disabled",
+        max_episode_steps=3,
+        nthread=1,
+    )
+    try:
+        env.reset(seed=0)
+        for _ in range(3):
+            obs, _, _, trunc, _ = env.step(np.ones((2, 6)))
+        assert trunc.all()
+        state = env._batch.state.copy()
+        obs2, rew2, term2, trunc2, _ = env.step(np.ones((2, 6)))
+        np.testing.assert_array_equal(env._batch.state, state)  # not simulated
+        np.testing.assert_array_equal(obs2, obs)
+        assert not rew2.any() and not term2.any() and not trunc2.any()
+        env.reset(seed=0, options={"reset_mask": np.array([True, False])})
+        obs3, _, _, _, _ = env.step(np.ones((2, 6)))
+        assert not np.array_equal(obs3[0], obs2[0]) and np.array_equal(obs3[1], obs2[1])
+    finally:
+        env.close()
