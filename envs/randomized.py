@@ -495,6 +495,25 @@ class RandomizedDynamics(gym.Wrapper, gym.utils.RecordConstructorArgs):
             "change_to": self._change_to,
         }
 
+    def set_change_schedule(
+        self, change_step: int | None = None, hazard: float = 0.0, change_to: Task | str = "train"
+    ) -> None:
+        """Set (or clear, with the defaults) the within-episode change schedule.
+
+        The same as passing ``change_step``, ``hazard`` and ``change_to`` to the constructor;
+        takes effect at the next reset. The batched simulator uses it, so that a user's entry
+        point need not accept these keywords.
+
+        Raises:
+            ValueError: On a bad schedule, or ``change_to`` without one.
+        """
+        self._change_step, self._hazard = self._check_schedule(change_step, hazard)
+        self._change_to = "train"
+        if self.changes_within_episode:
+            self.set_change_to(change_to)
+        elif not (isinstance(change_to, str) and change_to == "train"):
+            raise ValueError("change_to needs change_step or hazard > 0 (when to change)")
+
     def set_change_to(self, change_to: Task | str) -> None:
         """Set the second task: a ``Task`` of this family or a split name to draw it from.
 

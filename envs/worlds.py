@@ -18,16 +18,20 @@ __all__ = ["kernel_for", "make_world", "time_limit"]
 
 # Wrappers that change no observation, reward or action: the kernel path may skip them.
 _TRANSPARENT = (TimeLimit, OrderEnforcing, PassiveEnvChecker)
+# Keywords of the within-episode change schedule (set on the RandomizedDynamics layer).
+_SCHEDULE = ("change_step", "hazard", "change_to")
 
 
 def make_world(env_id: str, env_kwargs: dict[str, Any]) -> tuple[gym.Env, RandomizedDynamics]:
     """The world's outermost env (what ``gym.make`` gives) and its RandomizedDynamics layer.
 
-    ``resample_on_reset`` is set on the RandomizedDynamics layer rather than passed to the
-    env's constructor, so that a user's entry point need not accept it.
+    ``resample_on_reset`` and the change schedule (``change_step``, ``hazard``,
+    ``change_to``) are set on the RandomizedDynamics layer rather than passed to the env's
+    constructor, so that a user's entry point need not accept them.
     """
     kwargs = dict(env_kwargs)
     resample = kwargs.pop("resample_on_reset", None)
+    schedule = {k: kwargs.pop(k) for k in _SCHEDULE if k in kwargs}
     env = gym.make(env_id, disable_env_checker=True, **kwargs)
     rd = _find_rd(env)
     if rd is None:  # a plain Gymnasium id: every world runs the nominal task
@@ -35,6 +39,8 @@ def make_world(env_id: str, env_kwargs: dict[str, Any]) -> tuple[gym.Env, Random
         rd = env
     if resample is not None:
         rd.resample_on_reset = resample
+    if schedule:
+        rd.set_change_schedule(**schedule)
     return env, rd
 
 

@@ -43,3 +43,15 @@ def test_the_whole_loop_runs_at_a_tiny_budget(example):
     out = example.main(iterations=2, seed=0)
     assert set(out) == {"meta_policy", "adapted"}
     assert all(math.isfinite(v) for v in out.values())
+
+
+def test_batched_simulator_adds_a_change_schedule_the_entry_point_does_not_know(example):
+    tasks = me.task_split(example.ENV_ID)[1][:2]
+    venv = me.make_batched(example.ENV_ID, tasks, nthread=1, change_step=5, change_to="train")
+    try:
+        venv.reset(seed=0)
+        act = np.zeros((2, venv.single_action_space.shape[0]))
+        flags = [venv.step(act)[4]["task_changed"] for _ in range(6)]
+    finally:
+        venv.close()
+    assert [bool(f.all()) for f in flags] == [False] * 5 + [True]
