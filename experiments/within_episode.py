@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         w.writerow(["step", *data])
         for t in range(len(next(iter(data.values())))):
             w.writerow([t, *(f"{data[m][t]:.6g}" for m in data)])
-    title = f"{family.split('/')[-1]}: task changes to a {args.change_to} task at step "
-    title += f"{args.change_step}"
+    title = f"{family.split('/')[-1]}: the task changes to one of the {args.change_to} split "
+    title += f"at step {args.change_step}"
     plot(data, online, args.change_step, title, out / "within_episode_change.png")
     cmd = "python experiments/within_episode.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
