@@ -367,7 +367,7 @@ def test_eval_split_chooses_the_held_out_tasks():
     ood = parse_config({"name": "x", "family": fid, "eval": {"n_test_tasks": 3, "split": "ood"}})
     assert test.test_tasks() == task_split(fid)[1][:3]
     assert ood.test_tasks() == ood_split(fid)[:3]
-    with pytest.raises(ValueError, match="eval.split must be one of"):
+    with pytest.raises(ValueError, match=r"eval\.split must be one of"):
         parse_config({"name": "x", "family": fid, "eval": {"split": "val"}})
     with pytest.raises(ValueError, match="ood"):  # the pendulum family defines no ood split
         parse_config({"name": "x", "family": PENDULUM, "eval": {"split": "ood"}})
