@@ -57,11 +57,16 @@ def oracle_returns(table: Path, n_tasks: int) -> np.ndarray:
     return np.array([np.mean(per[t]) for t in range(n_tasks)])
 
 
-def start_policy(family: str, method: str, seed: int, hidden: Sequence[int]) -> Any:
-    """The shipped checkpoint of ``method`` on ``family``, or a fresh policy for ``scratch``."""
+def start_policy(
+    family: str, method: str, seed: int, hidden: Sequence[int], run: Path | None = None
+) -> Any:
+    """The shipped checkpoint of ``method`` on ``family`` (or, with ``run``, that run's seed-0
+    checkpoint), or a fresh policy for ``scratch``."""
     if method == "scratch":
         return metarobot.make_policy(f"metarobot/{family}-v0", hidden=tuple(hidden), seed=seed)
     path = Path("experiments/checkpoints") / f"{family}-{method}.pt"
+    if run is not None:
+        path = run / "checkpoints" / f"{method}-s0.pt"
     if not path.exists():
         raise ValueError(f"no shipped checkpoint {path}")
     return metarobot.load(path)
@@ -98,6 +103,13 @@ def main() -> None:
         help="held-out tasks (normalized by the table's oracle) or, to choose settings without "
         "touching them, training tasks (raw returns)",
     )
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="take the starting policies from this `metarobot run` folder (seed 0) instead of "
+        "experiments/checkpoints/",
+    )
     p.add_argument("--out", type=Path, required=True, help="output prefix (.csv, .md, .png)")
     args = p.parse_args()
     k = args.episodes_per_round
@@ -127,7 +139,7 @@ def main() -> None:
             w.writeheader()
         for method, seed, budget in tqdm(cells, desc="fine-tuning cells"):
             t0 = time.perf_counter()
-            policy = start_policy(args.family, method, seed, args.hidden)
+            policy = start_policy(args.family, method, seed, args.hidden, args.run)
             if budget == 0:
                 tuned, accepted = [policy] * len(tasks), [""] * len(tasks)
             else:
