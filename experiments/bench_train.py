@@ -39,7 +39,6 @@ import os
 import platform
 import pstats
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 
 import metarobot.envs as me
-from metarobot.provenance import numerics
+from metarobot.provenance import git_commit, numerics
 
 #: Goals as fractions of the simulator alone (issue 21); SB3 is the 3× reference.
 GOALS: dict[str, float] = {"dr": 0.60, "rma": 0.50, "recurrent": 0.40}
@@ -275,15 +274,6 @@ def _pair(fid: str, name: str, n_envs: int, steps: int, seed: int) -> float:
 # ----------------------------------------------------------------------------- report
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _goal_text(name: str, frac: float, sb3_rate: float | None, rate: float) -> str:
     parts = []
     if name in GOALS:
@@ -301,7 +291,7 @@ def report(results: dict[str, list[dict]], pairs: dict[str, dict[str, float]], a
         "# Trainer throughput vs the simulator alone",
         "",
         f"Command: `python experiments/bench_train.py {shlex.join(sys.argv[1:])}`  ",
-        f"Commit {_commit()}; {platform.processor() or platform.machine()}, "
+        f"Commit {git_commit() or 'unknown'}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; {numerics()}.  ",
         f"Each run: one process, one torch thread, one simulator thread, {args.envs} worlds "
         f"(training tasks), {args.steps:,} env steps per trainer, seed {args.seed}.",

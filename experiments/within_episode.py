@@ -25,16 +25,13 @@ import shlex
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from metarobot import registry
 from metarobot.config import load_config
 from metarobot.evaluation import EVAL_SEED_OFFSET
+from metarobot.report import within_episode_png
 from metarobot.rollout import episode_returns
 
 SPLITS = ("train", "test", "ood")
@@ -81,33 +78,6 @@ def curves(
     return out, sorted(set(online)), cfg.family
 
 
-def plot(
-    data: dict[str, np.ndarray], online: list[str], change_step: int, title: str, path: Path
-) -> None:
-    """One line per method, the change step marked."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    cmap = plt.get_cmap("tab10")
-    for i, (m, y) in enumerate(data.items()):
-        ax.plot(
-            np.arange(len(y)),
-            y,
-            "--" if m in ("oracle", "scratch") else "-",
-            color=cmap(i % 10),
-            lw=2.2 if m in online else 1.0,
-            label=m + (" (online)" if m in online else ""),
-        )
-    ax.axvline(change_step, color="k", ls=":", lw=1.2)
-    ax.text(change_step, ax.get_ylim()[1], " dynamics change", va="top", fontsize=8)
-    ax.set_xlabel("step since reset")
-    ax.set_ylabel("mean reward at that step (held-out tasks, K = 0)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, evaluate, write the CSV and the plot."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -130,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             w.writerow([t, *(f"{data[m][t]:.6g}" for m in data)])
     title = f"{family.split('/')[-1]}: the task changes to one of the {args.change_to} split "
     title += f"at step {args.change_step}"
-    plot(data, online, args.change_step, title, out / "within_episode_change.png")
+    within_episode_png(data, out / "within_episode_change.png", title, online, args.change_step)
     cmd = "python experiments/within_episode.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )

@@ -254,7 +254,11 @@ def learning_curve_png(
 
 
 def within_episode_png(
-    curves: Mapping[str, np.ndarray], path: str | Path, title: str, online: Sequence[str] = ()
+    curves: Mapping[str, np.ndarray],
+    path: str | Path,
+    title: str,
+    online: Sequence[str] = (),
+    change_step: int | None = None,
 ) -> None:
     """Mean reward per step since reset (K = 0), one line per method.
 
@@ -263,6 +267,7 @@ def within_episode_png(
         path: PNG file.
         title: Plot title.
         online: Methods that adapt within the episode (drawn thicker).
+        change_step: The step at which the dynamics change within the episode (marked), if any.
     """
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     cmap = plt.get_cmap("tab10")
@@ -276,6 +281,9 @@ def within_episode_png(
             lw=2.2 if m in online else 1.0,
             label=m + (" (online)" if m in online else ""),
         )
+    if change_step is not None:
+        ax.axvline(change_step, color="k", ls=":", lw=1.2)
+        ax.text(change_step, ax.get_ylim()[1], " dynamics change", va="top", fontsize=8)
     ax.set_xlabel("step since reset")
     ax.set_ylabel("mean reward at that step (held-out tasks, K = 0)")
     ax.set_title(title)
