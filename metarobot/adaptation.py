@@ -34,6 +34,7 @@ from metarobot.checkpoint import AnyPolicy, check_compatible
 from metarobot.envs import BatchedMujocoEnv, Task, find_randomized
 from metarobot.envs.batched import ENGINES
 from metarobot.policies import Params, Policy, gaussian_log_prob, resolve_device
+from metarobot.rma import RMAPolicy
 from metarobot.rollout import (
     EpisodeBatch,
     collect,
@@ -184,7 +185,8 @@ def adapt_many(
       the policy's own (meta-learned) step sizes or ``lr``; with ``rounds=R``, R rounds of
       {K fresh episodes with the current parameters, S steps} (R·K episodes in all).
     - **RMA**: the mean latent ``ẑ`` its adaptation module inferred over K episodes becomes a
-      fixed latent, so the next episode is adapted from its first step.
+      fixed latent, so the next episode is adapted from its first step; with ``rounds=R > 1``
+      the actor with that latent then takes R − 1 rounds of the MLP fine-tuning loop.
     - **Recurrent**: the K episodes run back to back with the GRU state carried across them;
       later episodes start from the state they ended in.
 
@@ -221,8 +223,11 @@ def adapt_many(
         engine: Simulator of the episodes: ``"batch"`` (mujoco.batch, CPU) or ``"warp"``
             (MuJoCo Warp on ``device``: episodes, gradient steps and the safeguard stay on the
             device; MLP policies only).
-        rounds: R ≥ 1 rounds of collect-then-update (MLP policies; context policies adapt
-            through their context and take ``rounds=1``).
+        rounds: R ≥ 1 rounds of collect-then-update. MLP policies: R rounds of gradient
+            steps. RMA: round 1 infers the fixed latent ``ẑ``; rounds 2..R fine-tune the actor
+            with ``ẑ`` folded into its first layer (:meth:`RMAPolicy.folded`), so an accepted
+            result is a plain MLP :class:`~metarobot.policies.Policy`. The recurrent policy
+            adapts through its state and takes ``rounds=1``.
         optimizer: ``"sgd"``: each step is ``θ − α ⊙ ∇L`` (the meta-learned step sizes, or
             ``lr``); ``"adam"``: Adam with step size ``lr`` (default 3e-4) whose moments carry
             across rounds, as in PPO (MLP policies).
@@ -254,7 +259,7 @@ def adapt_many(
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if keep not in ("best", "final"):
         raise ValueError(f"keep must be 'best' or 'final', got {keep!r}")
-    if r > 1 and isinstance(policy, StatefulPolicy):
+    if r > 1 and isinstance(policy, StatefulPolicy) and not isinstance(policy, RMAPolicy):
         raise ValueError(
             f"rounds must be 1 for {policy.kind} policies (they adapt through their context, not "
             f"by gradient rounds), got {rounds}"
@@ -287,8 +292,25 @@ def adapt_many(
     dev = resolve_device(device)
     seeds: list[int | None] = [None] * n if seed is None else [int(seed) + i for i in range(n)]
     batch: EpisodeBatch | None = None
-    if isinstance(policy, StatefulPolicy):
-        candidates: list[AnyPolicy] = list(
+    candidates: list[AnyPolicy]
+    if isinstance(policy, RMAPolicy) and r > 1:
+        # Round 1 infers the latent; rounds 2..R fine-tune the actor with it folded in.
+        if optimizer == "sgd" and lr is None:
+            raise ValueError(
+                "lr is required for rounds > 1 of an RMA policy with optimizer='sgd' (its actor "
+                "has no meta-learned step sizes); or use optimizer='adam'"
+            )
+        inferred = policy.adapt_candidates(env_id, tasks, episodes=k, seeds=seeds, nthread=nthread)
+        starts = [c.folded() for c in inferred]
+        s = 1 if steps is None else check_int("steps", steps)
+        candidates, batch = _gradient_candidates(
+            starts[0], env_id, tasks, k, s, lr, dev, seeds, clip, gamma, lam, nthread,
+            engine, r, optimizer, keep, progress, starts=starts, first_round=1,
+        )  # fmt: skip
+        what = f"fixed latent, then {r - 1} rounds × {s} gradient step(s) of the folded actor"
+        what += f" ({optimizer}), {keep} round kept"
+    elif isinstance(policy, StatefulPolicy):
+        candidates = list(
             policy.adapt_candidates(env_id, tasks, episodes=k, seeds=seeds, nthread=nthread)
         )
         what = {"rma": "fixed latent", "recurrent": "carried GRU state"}.get(policy.kind, "context")
@@ -347,8 +369,17 @@ def _gradient_candidates(
     optimizer: str = "sgd",
     keep: str = "best",
     progress: bool = False,
+    *,
+    starts: Sequence[Policy] | None = None,
+    first_round: int = 0,
 ) -> tuple[list[AnyPolicy], EpisodeBatch]:
+    """Rounds ``first_round..rounds-1`` of {collect K episodes, S steps} for N stacked tasks.
+
+    ``starts`` gives each task its own starting parameters (same network and normalizer as
+    ``policy``, e.g. RMA's folded actors); by default every task starts from ``policy``.
+    """
     n = len(tasks)
+    out_dev = policy.device
     work = policy.clone().to(dev)
     if optimizer == "adam":
         adam = _StackedAdam(DEFAULT_ADAM_LR if lr is None else _positive_lr(lr))
@@ -362,10 +393,18 @@ def _gradient_candidates(
     env = episode_env(env_id, tasks, k, nthread=nthread, engine=engine, device=dev)
     try:
         check_compatible(work, env.host_env if engine == "warp" else env.worlds[0])
-        params = {key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()}
+        if starts is None:
+            params = {k: v.unsqueeze(0).expand(n, *v.shape).clone() for k, v in work.params.items()}
+        else:
+            params = {k: torch.stack([p.params[k].to(dev) for p in starts]) for k in work.params}
         pick_best = keep == "best" and rounds > 1
         best, best_ret = params, None
-        for r in trange(rounds, desc="adapt rounds", disable=not progress or rounds == 1):
+        for r in trange(
+            first_round,
+            rounds,
+            desc="adapt rounds",
+            disable=not progress or rounds - first_round <= 1,
+        ):
             # Round 0 uses the given seeds, so rounds=1 is the single update; later rounds draw
             # fresh start states and noise, and collect with the parameters updated so far.
             batch = collect(
@@ -387,8 +426,9 @@ def _gradient_candidates(
         env.close()
     adapted: list[AnyPolicy] = []
     for i in range(n):
-        p = work.with_params({key: v[i] for key, v in params.items()})
-        adapted.append(p.to(policy.device))
+        own = work if starts is None else starts[i]  # its metadata (e.g. the folded latent)
+        p = own.with_params({key: v[i].to(out_dev) for key, v in params.items()})
+        adapted.append(p.to(out_dev))
     return adapted, batch
 
 
@@ -433,15 +473,22 @@ def _safeguard(
         candidates_run: list[AnyPolicy] = [c.clone().to(run_dev) for c in candidates]  # type: ignore[union-attr]
     else:
         candidates_run = candidates
-    rets, _, _, _ = episode_returns(
-        [*base, *candidates_run],
-        env_id,
-        [*tasks, *tasks],
-        episodes=episodes,
-        seeds=[*vseeds, *vseeds],
-        nthread=nthread,
-        engine=engine,
-    )
+    if isinstance(candidates_run[0], StatefulPolicy) == isinstance(policy, StatefulPolicy):
+        rets, _, _, _ = episode_returns(
+            [*base, *candidates_run],
+            env_id,
+            [*tasks, *tasks],
+            episodes=episodes,
+            seeds=[*vseeds, *vseeds],
+            nthread=nthread,
+            engine=engine,
+        )
+    else:  # e.g. RMA's folded actors against RMA: one run per type, same start states
+        runs = [
+            episode_returns(group, env_id, tasks, episodes=episodes, seeds=vseeds, nthread=nthread)
+            for group in (base, candidates_run)
+        ]
+        rets = np.concatenate([runs[0][0], runs[1][0]])
     mean = rets.mean(1)
     gain = rets[n:] - rets[:n]  # paired: same start states for both policies
     se = gain.std(1, ddof=1) / np.sqrt(episodes) if episodes > 1 else np.zeros(n)

@@ -172,6 +172,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         seed=args.seed,
         safe=not args.no_safeguard,
         rounds=args.rounds,
+        optimizer=args.optimizer,
         progress=args.rounds > 1,
         **({} if args.margin is None else {"margin": args.margin}),
     )
@@ -373,7 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         type=_positive,
         default=1,
-        help="rounds of collect-K-episodes-then-update (R; MLP policies, R·K episodes in all)",
+        help="rounds of collect-K-episodes-then-update (R·K episodes in all; MLP and RMA "
+        "policies: RMA's round 1 infers its latent, later rounds fine-tune its actor)",
+    )
+    a.add_argument(
+        "--optimizer",
+        choices=["sgd", "adam"],
+        default="sgd",
+        help="update of each step: sgd (the policy's meta-learned step sizes or --lr) or adam "
+        "(moments kept across rounds; step size --lr, default 3e-4)",
     )
     a.add_argument(
         "--steps",

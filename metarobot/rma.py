@@ -38,7 +38,7 @@ from metarobot.context import TaskFeatures
 from metarobot.envs import Task, make_batched, task_split
 from metarobot.invariant import rowwise_sequential
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
-from metarobot.policies import make_policy
+from metarobot.policies import GaussianMLP, Policy, RunningNorm, make_policy
 from metarobot.ppo import PPOSettings, adam, train_episodic_ppo
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
@@ -122,6 +122,52 @@ class RMAPolicy(StatefulPolicy):
         assert isinstance(new, RMAPolicy)
         new.z_fixed = None if z is None else np.asarray(z, dtype=np.float64).copy()
         return new
+
+    def folded(self, z: np.ndarray | None = None) -> Policy:
+        """The actor with a fixed latent folded into its first layer, as a plain MLP policy.
+
+        The actor's first layer on ``[n(o), z]`` is ``W_o n(o) + W_z z + b``; with ``z`` fixed,
+        ``W_z z + b`` is a constant, so ``actor(·, z)`` *is* an MLP on the normalized
+        observation with first-layer bias ``W_z z + b``. That MLP policy (same normalization,
+        log std and action bounds) is what the fine-tuning rounds of
+        :func:`metarobot.adapt_many` update: it acts as ``with_latent(z)`` does (up to float32
+        rounding) and every MLP tool (stacked ``vmap`` updates, the Warp engine) applies.
+
+        Args:
+            z: The latent; default: this policy's fixed latent.
+
+        Returns:
+            The MLP policy; its ``meta["folded_from"]`` records the algorithm and latent.
+
+        Raises:
+            ValueError: If there is no latent to fold (no ``z`` and no fixed latent), or ``z``
+                has the wrong size.
+        """
+        latent = self.z_fixed if z is None else np.asarray(z, dtype=np.float64)
+        zd = int(self.config["z_dim"])
+        if latent is None:
+            raise ValueError("z is required: this RMA policy has no fixed latent to fold")
+        if latent.shape != (zd,) or not np.all(np.isfinite(latent)):
+            raise ValueError(f"z must be {zd} finite numbers, got shape {latent.shape}")
+        o, hidden = self.obs_dim, tuple(int(x) for x in self.config["hidden"])
+        net = GaussianMLP(o, self.act_dim, hidden, generator=torch.Generator().manual_seed(0))
+        actor = {k: v.detach().double() for k, v in self.actor.state_dict().items()}
+        w0, b0 = actor["0.weight"], actor["0.bias"]
+        params = {f"mean.{k}": v.float() for k, v in actor.items()}
+        params["mean.0.weight"] = w0[:, :o].float()
+        params["mean.0.bias"] = (b0 + w0[:, o:] @ torch.as_tensor(latent)).float()
+        params["log_std"] = self.log_std.detach().float().clone()
+        norm = RunningNorm(o)
+        norm.mean = self.obs_mean.copy()
+        norm.var = np.maximum(self.obs_std**2 - 1e-8, 0.0)  # RunningNorm divides by √(var + 1e-8)
+        norm.count = 1.0
+        meta = {
+            k: v for k, v in self.meta.items() if k not in ("adapted", "feature_names")
+        }
+        meta["hidden"] = list(hidden)
+        meta["algorithm"] = f"{self.kind}-folded"
+        meta["folded_from"] = {"algorithm": self.kind, "z": [float(x) for x in latent]}
+        return Policy(net, params, norm, meta=meta)
 
     def to_payload(self) -> dict[str, Any]:  # noqa: D102
         return {

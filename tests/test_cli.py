@@ -211,6 +211,8 @@ def test_adapt_runs_rounds_of_fine_tuning(checkpoint, workdir, capsys):
         "2",
         "--rounds",
         "3",
+        "--optimizer",
+        "adam",
         "--device",
         "cpu",
         "--no-safeguard",
@@ -224,7 +226,15 @@ def test_adapt_runs_rounds_of_fine_tuning(checkpoint, workdir, capsys):
     base = metarobot.load(str(checkpoint))
     task = me.task_split(PENDULUM)[1][1]
     again = metarobot.adapt(
-        base, PENDULUM, task=task, episodes=2, seed=0, device="cpu", safe=False, rounds=3
+        base,
+        PENDULUM,
+        task=task,
+        episodes=2,
+        seed=0,
+        device="cpu",
+        safe=False,
+        rounds=3,
+        optimizer="adam",
     )
     for k in base.params:
         torch.testing.assert_close(adapted.params[k], again.params[k])

@@ -186,11 +186,58 @@ def test_save_load_gives_identical_actions_including_adapted_state(
         )
 
 
-@pytest.mark.parametrize("which", ["rma", "recurrent"])
-def test_context_policies_refuse_gradient_rounds(which, rma_policy, rec_policy):
-    pol = rma_policy if which == "rma" else rec_policy
+def test_recurrent_policy_refuses_gradient_rounds(rec_policy):
     with pytest.raises(ValueError, match="rounds must be 1"):
-        metarobot.adapt_many(pol, PENDULUM, task_split(PENDULUM)[1][:1], rounds=2, nthread=1)
+        metarobot.adapt_many(
+            rec_policy, PENDULUM, task_split(PENDULUM)[1][:1], rounds=2, nthread=1
+        )
+
+
+def test_folded_actor_acts_as_the_fixed_latent_policy(rma_policy):
+    z = np.array([0.4, -0.7])
+    fixed, folded = rma_policy.with_latent(z), rma_policy.folded(z)
+    assert isinstance(folded, metarobot.Policy)
+    assert folded.meta["folded_from"] == {"algorithm": "rma", "z": [0.4, -0.7]}
+    obs = np.random.default_rng(0).normal(scale=3.0, size=(6, 4))
+    expected = np.stack([fixed.act(o, deterministic=True) for o in obs])
+    np.testing.assert_allclose(folded.act(obs, deterministic=True), expected, atol=1e-5)
+
+
+def test_fold_needs_a_latent_of_the_right_size(rma_policy):
+    with pytest.raises(ValueError, match="no fixed latent"):
+        rma_policy.folded()
+    with pytest.raises(ValueError, match="z must be 2"):
+        rma_policy.folded(np.zeros(3))
+
+
+def test_rma_rounds_with_sgd_need_a_step_size(rma_policy):
+    with pytest.raises(ValueError, match="lr is required"):
+        metarobot.adapt_many(rma_policy, PENDULUM, task_split(PENDULUM)[1][:1], rounds=2)
+
+
+def test_rma_rounds_fine_tune_the_folded_actor(rma_policy):
+    tasks = task_split(PENDULUM)[1][:2]
+    kw = {"episodes": 2, "steps": 3, "lr": 1e-2, "optimizer": "adam", "seed": 3, "nthread": 1}
+    unsafe = metarobot.adapt_many(rma_policy, PENDULUM, tasks, rounds=3, safe=False, **kw)
+    one = metarobot.adapt_many(rma_policy, PENDULUM, tasks, rounds=1, safe=False, **kw)
+    for u, o in zip(unsafe, one, strict=True):
+        # Round 1 is the fixed-latent adaptation; later rounds start from its folded actor.
+        assert isinstance(u, metarobot.Policy) and "2 rounds" in u.meta["adapted"]["update"]
+        assert u.meta["folded_from"]["z"] == pytest.approx(list(o.z_fixed))
+    moved = [
+        max(float((u.params[k] - o.folded().params[k]).abs().max()) for k in u.params)
+        for u, o in zip(unsafe, one, strict=True)
+    ]
+    assert max(moved) > 0  # keep="best" may keep the start on a task, not on every one
+    # Same seed, same result; with the safeguard each task gets the candidate or the input.
+    again = metarobot.adapt_many(rma_policy, PENDULUM, tasks, rounds=3, safe=False, **kw)
+    for a, b in zip(unsafe, again, strict=True):
+        for k in a.params:
+            torch.testing.assert_close(a.params[k], b.params[k], rtol=0, atol=0)
+    safe = metarobot.adapt_many(rma_policy, PENDULUM, tasks, rounds=3, **kw)
+    for pol in safe:
+        info = pol.meta["adapted"]
+        assert isinstance(pol, metarobot.Policy) == info["accepted"]
 
 
 @pytest.mark.parametrize("which", ["rma", "recurrent"])
