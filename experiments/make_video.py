@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import metarobot
-from metarobot.envs import task_split
+from metarobot.envs import Task, ood_split, task_split
 
 ROOT = Path(__file__).resolve().parent
 
@@ -38,6 +38,26 @@ def wiring(direction: tuple[float, ...] | None) -> str:
         return f", motor {'reversed' if direction[0] < 0 else 'normal'}"
     rev = [str(i) for i, s in enumerate(direction) if s < 0]
     return f", motors reversed: {', '.join(rev)}" if rev else ", no motor reversed"
+
+
+def task_label(task: Task) -> str:
+    """A short label of a task: its motor polarity, or its physical changes (payload, friction,
+    weakest motor, failed motors) for the physical-change families."""
+    polarity = wiring(task.scale("actuator_direction"))
+    if polarity:
+        return polarity
+    parts = []
+    if (payload := task.scale("payload_mass")) is not None:
+        parts.append(f"payload {payload[0]:.2f}x robot mass")
+    if (friction := task.scale("geom_friction")) is not None:
+        parts.append(f"friction {friction[0]:.2f}x")
+    if (gear := task.scale("actuator_gear")) is not None:
+        alive = [g for i, g in enumerate(gear) if i not in task.disabled_actuators]
+        if alive:
+            parts.append(f"weakest motor {min(alive):.2f}x")
+    if task.disabled_actuators:
+        parts.append("failed motor " + " ".join(str(i) for i in task.disabled_actuators))
+    return ", " + ", ".join(parts) if parts else ""
 
 
 def run(policy: object, env_id: str, task: object, seed: int, size: tuple[int, int]) -> tuple:
@@ -64,11 +84,16 @@ def run(policy: object, env_id: str, task: object, seed: int, size: tuple[int, i
     return frames, np.cumsum([0.0, *rewards])
 
 
-def label(frame: np.ndarray, text: str) -> np.ndarray:
+def label(frame: np.ndarray, text: str, more: str = "") -> np.ndarray:
+    """The frame with a black title bar: ``text``, then ``more`` (its ", "-separated parts two
+    to a line, so a physical task's description fits the panel)."""
+    parts = [x for x in more.split(", ") if x]
+    lines = [text] + [", ".join(parts[i : i + 2]) for i in range(0, len(parts), 2)]
     img = Image.fromarray(frame)
     draw = ImageDraw.Draw(img)
-    draw.rectangle([0, 0, img.width, 18], fill=(0, 0, 0))
-    draw.text((4, 3), text, fill=(255, 255, 255))
+    draw.rectangle([0, 0, img.width, 4 + 14 * len(lines)], fill=(0, 0, 0))
+    for i, line in enumerate(lines):
+        draw.text((4, 3 + 14 * i), line, fill=(255, 255, 255) if i == 0 else (200, 200, 200))
     return np.asarray(img)
 
 
@@ -76,7 +101,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--left", required=True, help="checkpoint shown on the left")
     ap.add_argument("--right", required=True, help="checkpoint shown on the right")
-    ap.add_argument("--task-index", type=int, default=0, help="held-out test task")
+    ap.add_argument("--task-index", type=int, default=0, help="held-out task of --split")
+    ap.add_argument("--split", choices=["test", "ood"], default="test", help="which held-out split")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--every", type=int, default=2, help="keep every n-th frame")
@@ -84,21 +110,25 @@ def main() -> None:
     args = ap.parse_args()
     left, right = metarobot.load(args.left), metarobot.load(args.right)
     env_id = left.meta["family"]
-    task = task_split(env_id)[1][args.task_index]
-    polarity = wiring(task.scale("actuator_direction"))
+    tasks = ood_split(env_id) if args.split == "ood" else task_split(env_id)[1]
+    task = tasks[args.task_index]
+    polarity = task_label(task)
+    # A motor polarity fits beside the name; a physical task gets a line of its own.
+    head, tail = (polarity, "") if wiring(task.scale("actuator_direction")) else ("", polarity[2:])
     panels = []
     for pol in (left, right):
         frames, ret = run(pol, env_id, task, args.seed, (320, 240))
         name = pol.meta.get("algorithm", "policy")
         panels.append(
-            [label(f, f"{name}{polarity}  return {ret[i]:.0f}") for i, f in enumerate(frames)]
+            [label(f, f"{name}{head}  return {ret[i]:.0f}", tail) for i, f in enumerate(frames)]
         )
     n = max(len(p) for p in panels)
     panels = [p + [p[-1]] * (n - len(p)) for p in panels]  # a finished episode holds its last frame
     video = [np.concatenate([a, b], axis=1) for a, b in zip(*panels, strict=True)][:: args.every]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(args.out, video, duration=1000 * args.every / args.fps, loop=0)
-    print(f"{args.out}: {len(video)} frames, task {args.task_index} of {env_id}{polarity}")
+    where = f"{args.split} task {args.task_index} of {env_id}{polarity}"
+    print(f"{args.out}: {len(video)} frames, {where}")
 
 
 if __name__ == "__main__":
