@@ -28,12 +28,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch.func import grad, vmap
-from tqdm.auto import trange
+from tqdm.auto import tqdm, trange
 
 from metarobot.checkpoint import AnyPolicy, check_compatible
 from metarobot.envs import BatchedMujocoEnv, Task, find_randomized
 from metarobot.envs.batched import ENGINES
 from metarobot.policies import Params, Policy, gaussian_log_prob, resolve_device
+from metarobot.recurrent import RecurrentPolicy
 from metarobot.rma import RMAPolicy
 from metarobot.rollout import (
     EpisodeBatch,
@@ -145,6 +146,8 @@ DEFAULT_VALIDATION_EPISODES = 4
 DEFAULT_MARGIN = 1.0
 #: Adam's step size when ``optimizer="adam"`` and no ``lr`` is given (PPO's usual 3e-4).
 DEFAULT_ADAM_LR = 3e-4
+#: PPO epochs per round when a recurrent policy is fine-tuned and no ``steps`` are given.
+DEFAULT_RECURRENT_EPOCHS = 10
 #: Optimizers of the MLP update: plain (meta-learned) steps, or Adam across rounds.
 OPTIMIZERS = ("sgd", "adam")
 #: Seed offset between consecutive fine-tuning rounds (round r of task i: seed + i + r·this),
@@ -188,7 +191,8 @@ def adapt_many(
       fixed latent, so the next episode is adapted from its first step; with ``rounds=R > 1``
       the actor with that latent then takes R − 1 rounds of the MLP fine-tuning loop.
     - **Recurrent**: the K episodes run back to back with the GRU state carried across them;
-      later episodes start from the state they ended in.
+      later episodes start from the state they ended in; with ``rounds=R > 1`` the GRU
+      network is fine-tuned with PPO instead (R batches of K episodes, R − 1 updates).
 
     The safeguard (``safe=True``, the default) then runs ``validation_episodes`` fresh
     deterministic episodes per environment with the adapted *and* the original policy (same
@@ -227,7 +231,9 @@ def adapt_many(
             steps. RMA: round 1 infers the fixed latent ``ẑ``; rounds 2..R fine-tune the actor
             with ``ẑ`` folded into its first layer (:meth:`RMAPolicy.folded`), so an accepted
             result is a plain MLP :class:`~metarobot.policies.Policy`. The recurrent policy
-            adapts through its state and takes ``rounds=1``.
+            fine-tunes its GRU network with PPO (``RecurrentPolicy.fine_tuned``: round 1 measures
+            the input, each later round follows one update; ``steps`` are its epochs, default
+            10; ``optimizer="adam"``), one environment after another.
         optimizer: ``"sgd"``: each step is ``θ − α ⊙ ∇L`` (the meta-learned step sizes, or
             ``lr``); ``"adam"``: Adam with step size ``lr`` (default 3e-4) whose moments carry
             across rounds, as in PPO (MLP policies).
@@ -259,10 +265,10 @@ def adapt_many(
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if keep not in ("best", "final"):
         raise ValueError(f"keep must be 'best' or 'final', got {keep!r}")
-    if r > 1 and isinstance(policy, StatefulPolicy) and not isinstance(policy, RMAPolicy):
+    if r > 1 and isinstance(policy, RecurrentPolicy) and optimizer != "adam":
         raise ValueError(
-            f"rounds must be 1 for {policy.kind} policies (they adapt through their context, not "
-            f"by gradient rounds), got {rounds}"
+            f"optimizer must be 'adam' for rounds > 1 of a recurrent policy (its PPO fine-tuning "
+            f"uses Adam, as its training did), got {optimizer!r}"
         )
     v_eps = (
         max(k, DEFAULT_VALIDATION_EPISODES)
@@ -309,6 +315,29 @@ def adapt_many(
         )  # fmt: skip
         what = f"fixed latent, then {r - 1} rounds × {s} gradient step(s) of the folded actor"
         what += f" ({optimizer}), {keep} round kept"
+    elif isinstance(policy, RecurrentPolicy) and r > 1:
+        # One PPO fine-tuning per environment (a GRU's update does not vmap over parameter sets).
+        s = DEFAULT_RECURRENT_EPOCHS if steps is None else check_int("steps", steps)
+        run_seeds = [
+            int(np.random.SeedSequence().generate_state(1)[0]) if x is None else x for x in seeds
+        ]
+        candidates = [
+            policy.fine_tuned(
+                env_id,
+                t,
+                rounds=r,
+                episodes=k,
+                seed=x,
+                lr=DEFAULT_ADAM_LR if lr is None else _positive_lr(lr),
+                epochs=s,
+                keep=keep,
+                nthread=nthread,
+            )
+            for t, x in zip(
+                tqdm(tasks, desc="fine-tune", disable=not progress), run_seeds, strict=True
+            )
+        ]
+        what = f"{r} rounds ({r - 1} PPO updates × {s} epochs, adam), {keep} round kept"
     elif isinstance(policy, StatefulPolicy):
         candidates = list(
             policy.adapt_candidates(env_id, tasks, episodes=k, seeds=seeds, nthread=nthread)
@@ -473,22 +502,15 @@ def _safeguard(
         candidates_run: list[AnyPolicy] = [c.clone().to(run_dev) for c in candidates]  # type: ignore[union-attr]
     else:
         candidates_run = candidates
-    if isinstance(candidates_run[0], StatefulPolicy) == isinstance(policy, StatefulPolicy):
-        rets, _, _, _ = episode_returns(
-            [*base, *candidates_run],
-            env_id,
-            [*tasks, *tasks],
-            episodes=episodes,
-            seeds=[*vseeds, *vseeds],
-            nthread=nthread,
-            engine=engine,
-        )
-    else:  # e.g. RMA's folded actors against RMA: one run per type, same start states
-        runs = [
-            episode_returns(group, env_id, tasks, episodes=episodes, seeds=vseeds, nthread=nthread)
-            for group in (base, candidates_run)
-        ]
-        rets = np.concatenate([runs[0][0], runs[1][0]])
+    rets = _grouped_returns(
+        [*base, *candidates_run],
+        env_id,
+        [*tasks, *tasks],
+        episodes,
+        [*vseeds, *vseeds],
+        nthread,
+        engine,
+    )
     mean = rets.mean(1)
     gain = rets[n:] - rets[:n]  # paired: same start states for both policies
     se = gain.std(1, ddof=1) / np.sqrt(episodes) if episodes > 1 else np.zeros(n)
@@ -508,6 +530,52 @@ def _safeguard(
         chosen = cand if keep else policy.clone()
         chosen.meta["adapted"] = info
         out.append(chosen)
+    return out
+
+
+def _batch_key(policy: AnyPolicy) -> tuple[Any, ...]:
+    """Policies with one key can run in one batched call.
+
+    MLPs stack; a stateful batch must share its networks.
+    """
+    if isinstance(policy, Policy):
+        return ("mlp",)
+    if isinstance(policy, RMAPolicy):
+        return ("rma", id(policy.actor), id(policy.phi))
+    if isinstance(policy, RecurrentPolicy):
+        return ("recurrent", id(policy.net))
+    return (type(policy).__name__, id(policy))
+
+
+def _grouped_returns(
+    policies: list[AnyPolicy],
+    env_id: str,
+    tasks: list[Task],
+    episodes: int,
+    seeds: list[int | None],
+    nthread: int | None,
+    engine: str,
+) -> np.ndarray:
+    """Deterministic returns ``[len(policies), episodes]``, one batched run per group.
+
+    A group is the policies that can share one run (:func:`_batch_key`). Policy i's episodes
+    start from ``seeds[i]`` whichever group it runs in, so pairs stay paired.
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, p in enumerate(policies):
+        groups.setdefault(_batch_key(p), []).append(i)
+    out = np.zeros((len(policies), episodes))
+    for idx in groups.values():
+        rets, _, _, _ = episode_returns(
+            [policies[i] for i in idx],
+            env_id,
+            [tasks[i] for i in idx],
+            episodes=episodes,
+            seeds=[seeds[i] for i in idx],
+            nthread=nthread,
+            engine=engine if isinstance(policies[idx[0]], Policy) else "batch",
+        )
+        out[idx] = rets
     return out
 
 

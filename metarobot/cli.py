@@ -374,8 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         type=_positive,
         default=1,
-        help="rounds of collect-K-episodes-then-update (R·K episodes in all; MLP and RMA "
-        "policies: RMA's round 1 infers its latent, later rounds fine-tune its actor)",
+        help="rounds of collect-K-episodes-then-update (R·K episodes in all; RMA's round 1 "
+        "infers its latent, later rounds fine-tune its actor; a recurrent policy's GRU is "
+        "fine-tuned with PPO and needs --optimizer adam)",
     )
     a.add_argument(
         "--optimizer",

@@ -20,6 +20,7 @@ every iteration (so a rollout and its update see the same statistics).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -127,6 +128,9 @@ def train_episodic_ppo(
     features: TaskFeatures | None = None,
     settings: PPOSettings | None = None,
     initial_state: Callable[[int], torch.Tensor | None] = lambda n: None,
+    norm: RunningNorm | None = None,
+    freeze_norm: bool = False,
+    on_batch: Callable[[int, float], bool] | None = None,
 ) -> tuple[RunningNorm, int, list[dict[str, float]]]:
     """Train ``net`` with PPO until the next iteration could exceed ``steps`` env steps.
 
@@ -142,6 +146,12 @@ def train_episodic_ppo(
         features: Privileged task features passed to ``net.make_input`` (else zeros).
         settings: PPO hyper-parameters.
         initial_state: ``n → h0`` for recurrent networks (None for feedforward ones).
+        norm: Observation statistics to start from (copied; default: fresh ones), e.g. a
+            trained policy's when fine-tuning it.
+        freeze_norm: Keep the statistics fixed (fine-tuning: the network was trained on them).
+        on_batch: Called with (iteration, mean return of the batch's episodes) after each
+            rollout and before its update, so a caller can measure and snapshot the network
+            that collected it; returning False stops before that update.
 
     Returns:
         The observation normalizer, the env steps used, and one log row per iteration.
@@ -160,7 +170,7 @@ def train_episodic_ppo(
     obs_dim = int(env.single_observation_space.shape[0])
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6E0]))
     opt = adam(net.parameters(), lr=ps.lr, eps=1e-5)
-    norm = RunningNorm(obs_dim)
+    norm = RunningNorm(obs_dim) if norm is None else copy.deepcopy(norm)
     ret_stats = RunningNorm(1)  # of discounted returns, for scale_rewards
     used, it = 0, 0
     log: list[dict[str, float]] = []
@@ -175,11 +185,14 @@ def train_episodic_ppo(
                 if got >= ps.batch_steps or used + n_envs * horizon > steps:
                     break
             batch = _concat(parts)
+            if on_batch is not None and not on_batch(it + 1, float(batch["ret"])):
+                break
             if ps.scale_rewards:
                 batch = _scaled_rewards(batch, ret_stats, ps.gamma)
             adv, ret = _gae(batch, ps.gamma, ps.lam)
             stats = _update(net, opt, batch, adv, ret, rng, ps, initial_state)
-            norm.update(batch["raw_obs"][batch["mask"] > 0])
+            if not freeze_norm:
+                norm.update(batch["raw_obs"][batch["mask"] > 0])
             it += 1
             log.append({"iteration": it, "env_steps": used, "return": batch["ret"], **stats})
     finally:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -186,6 +188,89 @@ class RecurrentPolicy(StatefulPolicy):
             )
             actor.new_episode_keep_memory()
         return [self.with_initial_state(actor.h[i]) for i in range(n)]
+
+
+    def fine_tuned(
+        self,
+        env_id: str,
+        task: Task,
+        *,
+        rounds: int,
+        episodes: int,
+        seed: int,
+        lr: float = 3e-4,
+        epochs: int = 10,
+        keep: str = "best",
+        nthread: int | None = None,
+    ) -> RecurrentPolicy:
+        """PPO fine-tuning of the GRU network on one environment (actor, critic and GRU).
+
+        ``rounds`` batches of ``episodes`` episodes each: the first measures this policy, each
+        later one the network after one more PPO update (``epochs`` passes, truncated
+        back-propagation through 50-step chunks, rewards scaled as in training) on the
+        previous batch, so R rounds make R − 1 updates from R·K episodes. The observation
+        statistics stay frozen. ``keep="best"`` returns the network whose own batch scored
+        highest (this policy's included); ``"final"`` the last one measured.
+
+        Args:
+            env_id: Family id.
+            task: The environment's task.
+            rounds: R ≥ 2 batches.
+            episodes: K ≥ 1 episodes per batch.
+            seed: Seed of start states, action noise and minibatch order.
+            lr: Adam step size.
+            epochs: Passes over each batch.
+            keep: ``"best"`` or ``"final"``.
+            nthread: Simulator threads.
+
+        Returns:
+            A new policy (this one is not modified); ``meta["fine_tune_returns"]`` holds each
+            round's mean return.
+
+        Raises:
+            ValueError: On ``rounds < 2``, bad counts, or an unknown ``keep``.
+        """
+        check_int("rounds", rounds, minimum=2)
+        k = check_int("episodes", episodes)
+        if keep not in ("best", "final"):
+            raise ValueError(f"keep must be 'best' or 'final', got {keep!r}")
+        net = copy.deepcopy(self.net)
+        chosen = {k_: v.detach().clone() for k_, v in net.state_dict().items()}
+        best, returns = -math.inf, []
+
+        def on_batch(it: int, ret: float) -> bool:
+            nonlocal best, chosen
+            returns.append(ret)
+            if keep == "final" or ret > best:
+                best = max(best, ret)
+                chosen = {k_: v.detach().clone() for k_, v in net.state_dict().items()}
+            return it < rounds  # the last batch only measures the last update
+
+        hid = self.net.hidden
+        h0 = None if self.h0 is None else torch.as_tensor(self.h0, dtype=torch.float32)
+        horizon = gym.spec(env_id).max_episode_steps
+        if horizon is None:
+            raise ValueError(f"{env_id!r} has no max_episode_steps; register it with one")
+        train_episodic_ppo(
+            net,
+            env_id,
+            [task],
+            rounds * k * int(horizon),
+            seed=seed,
+            n_envs=k,
+            nthread=nthread,
+            settings=PPOSettings(
+                lr=lr, epochs=epochs, minibatches=min(4, k), batch_steps=1, bptt=50
+            ),
+            initial_state=lambda n: None if h0 is None else h0.expand(1, n, hid).contiguous(),
+            norm=self.normalizer,
+            freeze_norm=True,
+            on_batch=on_batch,
+        )
+        net.load_state_dict(chosen)
+        meta = {**copy.deepcopy(self.meta), "fine_tune_returns": returns}
+        norm = copy.deepcopy(self.normalizer)
+        return RecurrentPolicy(dict(self.config), net, norm, meta, self.h0)
 
 
 class _GRUActor:

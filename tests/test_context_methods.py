@@ -186,11 +186,39 @@ def test_save_load_gives_identical_actions_including_adapted_state(
         )
 
 
-def test_recurrent_policy_refuses_gradient_rounds(rec_policy):
-    with pytest.raises(ValueError, match="rounds must be 1"):
+def test_recurrent_rounds_need_adam(rec_policy):
+    with pytest.raises(ValueError, match="optimizer must be 'adam'"):
         metarobot.adapt_many(
             rec_policy, PENDULUM, task_split(PENDULUM)[1][:1], rounds=2, nthread=1
         )
+
+
+def test_recurrent_rounds_fine_tune_the_gru(rec_policy):
+    tasks = task_split(PENDULUM)[1][:2]
+    kw = {"episodes": 2, "rounds": 3, "steps": 2, "lr": 1e-2, "optimizer": "adam", "seed": 4}
+    final = metarobot.adapt_many(rec_policy, PENDULUM, tasks, safe=False, keep="final", **kw)
+    again = metarobot.adapt_many(rec_policy, PENDULUM, tasks, safe=False, keep="final", **kw)
+    before = rec_policy.net.state_dict()
+    for pol, pol2 in zip(final, again, strict=True):
+        assert isinstance(pol, RecurrentPolicy) and pol.net is not rec_policy.net
+        assert len(pol.meta["fine_tune_returns"]) == 3  # round 1 measures the input
+        after = pol.net.state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+        for k in after:  # same seed, same fine-tuned network
+            torch.testing.assert_close(after[k], pol2.net.state_dict()[k], rtol=0, atol=0)
+        # Fine-tuning keeps the observation statistics the network was trained on.
+        np.testing.assert_array_equal(pol.normalizer.mean, rec_policy.normalizer.mean)
+    best = metarobot.adapt_many(rec_policy, PENDULUM, tasks, safe=False, **kw)
+    for pol in best:
+        rets = pol.meta["fine_tune_returns"]
+        unchanged = all(torch.equal(before[k], pol.net.state_dict()[k]) for k in before)
+        # keep="best": the input's own round is kept exactly when no later round beat it.
+        assert unchanged == (max(rets) == rets[0])
+    safe = metarobot.adapt_many(rec_policy, PENDULUM, tasks, **kw)
+    for pol in safe:
+        assert pol.meta["adapted"]["accepted"] in (True, False)
+        if not pol.meta["adapted"]["accepted"]:
+            assert all(torch.equal(before[k], pol.net.state_dict()[k]) for k in before)
 
 
 def test_folded_actor_acts_as_the_fixed_latent_policy(rma_policy):
