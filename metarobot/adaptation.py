@@ -502,14 +502,14 @@ def _safeguard(
         candidates_run: list[AnyPolicy] = [c.clone().to(run_dev) for c in candidates]  # type: ignore[union-attr]
     else:
         candidates_run = candidates
-    rets = _grouped_returns(
+    rets, _, _, _ = episode_returns(
         [*base, *candidates_run],
         env_id,
         [*tasks, *tasks],
-        episodes,
-        [*vseeds, *vseeds],
-        nthread,
-        engine,
+        episodes=episodes,
+        seeds=[*vseeds, *vseeds],
+        nthread=nthread,
+        engine=engine,
     )
     mean = rets.mean(1)
     gain = rets[n:] - rets[:n]  # paired: same start states for both policies
@@ -530,52 +530,6 @@ def _safeguard(
         chosen = cand if keep else policy.clone()
         chosen.meta["adapted"] = info
         out.append(chosen)
-    return out
-
-
-def _batch_key(policy: AnyPolicy) -> tuple[Any, ...]:
-    """Policies with one key can run in one batched call.
-
-    MLPs stack; a stateful batch must share its networks.
-    """
-    if isinstance(policy, Policy):
-        return ("mlp",)
-    if isinstance(policy, RMAPolicy):
-        return ("rma", id(policy.actor), id(policy.phi))
-    if isinstance(policy, RecurrentPolicy):
-        return ("recurrent", id(policy.net))
-    return (type(policy).__name__, id(policy))
-
-
-def _grouped_returns(
-    policies: list[AnyPolicy],
-    env_id: str,
-    tasks: list[Task],
-    episodes: int,
-    seeds: list[int | None],
-    nthread: int | None,
-    engine: str,
-) -> np.ndarray:
-    """Deterministic returns ``[len(policies), episodes]``, one batched run per group.
-
-    A group is the policies that can share one run (:func:`_batch_key`). Policy i's episodes
-    start from ``seeds[i]`` whichever group it runs in, so pairs stay paired.
-    """
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, p in enumerate(policies):
-        groups.setdefault(_batch_key(p), []).append(i)
-    out = np.zeros((len(policies), episodes))
-    for idx in groups.values():
-        rets, _, _, _ = episode_returns(
-            [policies[i] for i in idx],
-            env_id,
-            [tasks[i] for i in idx],
-            episodes=episodes,
-            seeds=[seeds[i] for i in idx],
-            nthread=nthread,
-            engine=engine if isinstance(policies[idx[0]], Policy) else "batch",
-        )
-        out[idx] = rets
     return out
 
 

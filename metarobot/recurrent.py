@@ -126,6 +126,9 @@ class RecurrentPolicy(StatefulPolicy):
     def batch_actor(cls, policies: Sequence[StatefulPolicy]) -> _GRUActor:  # noqa: D102
         return _GRUActor(policies)
 
+    def batch_key(self) -> tuple[Any, ...]:  # noqa: D102
+        return (self.kind, id(self.net))
+
     def with_initial_state(self, h0: np.ndarray | None) -> RecurrentPolicy:
         """A copy whose episodes start from GRU state ``h0`` (None: zeros)."""
         new = self.clone()
@@ -188,7 +191,6 @@ class RecurrentPolicy(StatefulPolicy):
             )
             actor.new_episode_keep_memory()
         return [self.with_initial_state(actor.h[i]) for i in range(n)]
-
 
     def fine_tuned(
         self,

@@ -116,6 +116,9 @@ class RMAPolicy(StatefulPolicy):
     def batch_actor(cls, policies: Sequence[StatefulPolicy]) -> _RMAActor:  # noqa: D102
         return _RMAActor(policies)
 
+    def batch_key(self) -> tuple[Any, ...]:  # noqa: D102
+        return (self.kind, id(self.actor), id(self.phi))
+
     def with_latent(self, z: np.ndarray | None) -> RMAPolicy:
         """A copy that acts with the fixed latent ``z`` (None: back to online ``φ``)."""
         new = self.clone()
@@ -161,9 +164,7 @@ class RMAPolicy(StatefulPolicy):
         norm.mean = self.obs_mean.copy()
         norm.var = np.maximum(self.obs_std**2 - 1e-8, 0.0)  # RunningNorm divides by √(var + 1e-8)
         norm.count = 1.0
-        meta = {
-            k: v for k, v in self.meta.items() if k not in ("adapted", "feature_names")
-        }
+        meta = {k: v for k, v in self.meta.items() if k not in ("adapted", "feature_names")}
         meta["hidden"] = list(hidden)
         meta["algorithm"] = f"{self.kind}-folded"
         meta["folded_from"] = {"algorithm": self.kind, "z": [float(x) for x in latent]}

@@ -492,8 +492,11 @@ def episode_returns(
     """Deterministic episodes of ``policies[i]`` on ``tasks[i]`` (any policy type).
 
     Plain MLP policies run stacked through :func:`collect`; stateful ones through their
-    :class:`~metarobot.stateful.BatchActor` (world ``i·K + k`` runs ``policies[i]``). All
-    policies must be of one type and shape.
+    :class:`~metarobot.stateful.BatchActor` (world ``i·K + k`` runs ``policies[i]``).
+    Policies that cannot share one run (of different types, network shapes, or — stateful —
+    networks, e.g. environments fine-tuned one by one) run in groups, one run per group; task
+    i's episodes start from the states ``seeds[i]`` draws either way, so paired comparisons
+    stay paired.
 
     ``engine="warp"`` runs MLP policies on MuJoCo Warp on their device (see
     :func:`episode_env`); stateful policies run on the CPU engine. ``env_kwargs`` are passed
@@ -504,12 +507,27 @@ def episode_returns(
         ``rewards`` the per-step rewards ``[N, K, T]`` (else None).
 
     Raises:
-        ValueError: On a policy count that does not match the tasks, mixed policy types, or
-            ``engine="warp"`` with stateful policies.
+        ValueError: On a policy count that does not match the tasks, or ``engine="warp"``
+            with stateful policies.
     """
     n = len(tasks)
     if len(policies) != n:
         raise ValueError(f"need one policy per task, got {len(policies)} policies for {n} tasks")
+    groups = _batch_groups(policies)
+    if len(groups) > 1:
+        kw = {"nthread": nthread, "rewards": rewards, "engine": engine, "env_kwargs": env_kwargs}
+        runs = [
+            episode_returns(
+                [policies[i] for i in idx],
+                env_id,
+                [tasks[i] for i in idx],
+                episodes=episodes,
+                seeds=[seeds[i] for i in idx],
+                **kw,
+            )
+            for idx in groups
+        ]
+        return _assemble(groups, runs, n, episodes, rewards)
     lead = policies[0]
     if isinstance(lead, StatefulPolicy):
         if engine != "batch":
@@ -527,8 +545,6 @@ def episode_returns(
             env_kwargs=env_kwargs,
         )
         return ep.returns, ep.diverged, ep.reset_seeds, ep.rewards if rewards else None
-    if any(isinstance(p, StatefulPolicy) for p in policies):
-        raise ValueError("policies of one call must all be stateful or all be plain MLPs")
     env = episode_env(
         env_id,
         tasks,
@@ -557,3 +573,37 @@ def episode_returns(
     assert batch.diverged_mask is not None
     per_step = batch.rewards.cpu().numpy().astype(np.float64) if rewards else None
     return rets, batch.diverged_mask, batch.reset_seeds, per_step
+
+
+def _batch_groups(policies: Sequence[Policy | StatefulPolicy]) -> list[list[int]]:
+    """Indices of the policies that can share one batched run, group by group (in order)."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, p in enumerate(policies):
+        if isinstance(p, StatefulPolicy):
+            key = p.batch_key()
+        else:  # MLPs stack when their parameter shapes match (normalizers may differ)
+            key = ("mlp", *((k, tuple(v.shape)) for k, v in sorted(p.params.items())))
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _assemble(
+    groups: list[list[int]],
+    runs: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray | None]],
+    n: int,
+    episodes: int,
+    rewards: bool,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray | None]:
+    """Put the groups' results back in task order (rewards padded with zeros to one length)."""
+    rets = np.zeros((n, episodes))
+    div = np.zeros((n, episodes), dtype=bool)
+    seeds = [0] * (n * episodes)
+    t_len = max(r[3].shape[-1] for r in runs) if rewards else 0  # type: ignore[union-attr]
+    per_step = np.zeros((n, episodes, t_len)) if rewards else None
+    for idx, (r, d, s, rw) in zip(groups, runs, strict=True):
+        rets[idx], div[idx] = r, d
+        for j, i in enumerate(idx):
+            seeds[i * episodes : (i + 1) * episodes] = s[j * episodes : (j + 1) * episodes]
+            if per_step is not None and rw is not None:
+                per_step[i, :, : rw.shape[-1]] = rw[j]
+    return rets, div, tuple(seeds), per_step

@@ -87,6 +87,13 @@ class StatefulPolicy(abc.ABC):
     def batch_actor(cls, policies: Sequence[StatefulPolicy]) -> BatchActor:
         """One actor whose world i runs ``policies[i]`` (all of this class and shape)."""
 
+    def batch_key(self) -> tuple[Any, ...]:
+        """Policies with equal keys can run in one :meth:`batch_actor` (they share networks).
+
+        The default is this object alone; subclasses key on the networks they share.
+        """
+        return (type(self).__name__, id(self))
+
     # ------------------------------------------------------------------ single env use
     def reset(self) -> None:
         """Forget the current episode's context (call at every episode start)."""

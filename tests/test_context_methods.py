@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from metarobot.envs import task_split
 from metarobot.ppo import PPOSettings
 from metarobot.recurrent import RecurrentPolicy, train_recurrent
 from metarobot.rma import RMAPolicy, history_inputs, train_rma
-from metarobot.rollout import run_actor_episodes
+from metarobot.rollout import episode_returns, run_actor_episodes
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 DIRECTION = "metarobot/HalfCheetahDir-v0"
@@ -406,3 +408,19 @@ def test_reward_scaling_divides_by_the_std_of_discounted_returns():
     np.testing.assert_allclose(stats.var[0], returns.var(), rtol=1e-3)
     np.testing.assert_allclose(out["rew"], rew / np.sqrt(returns.var() + 1e-8), rtol=1e-3)
     assert out["ret"] == 5.0  # the logged return stays raw
+
+
+def test_policies_that_cannot_share_a_run_are_grouped(rma_policy, rec_policy):
+    tasks = task_split(PENDULUM)[1][:3]
+    folded = rma_policy.folded(np.array([0.2, 0.1]))
+    tuned = rec_policy.with_initial_state(np.full(8, 0.05))
+    tuned.net = copy.deepcopy(rec_policy.net)  # its own network: its own run
+    mixed = [rma_policy, folded, tuned]
+    kw = {"episodes": 2, "nthread": 1, "rewards": True}
+    rets, div, seeds, rew = episode_returns(mixed, PENDULUM, tasks, seeds=[1, 2, 3], **kw)
+    for i, pol in enumerate(mixed):
+        r1, d1, s1, w1 = episode_returns([pol], PENDULUM, tasks[i : i + 1], seeds=[i + 1], **kw)
+        np.testing.assert_array_equal(rets[i], r1[0])
+        np.testing.assert_array_equal(div[i], d1[0])
+        assert seeds[2 * i : 2 * i + 2] == s1
+        np.testing.assert_array_equal(rew[i, :, : w1.shape[-1]], w1[0])
