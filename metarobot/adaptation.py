@@ -226,7 +226,8 @@ def adapt_many(
             clear zero to be kept (≥ 0; 0 keeps any adaptation that is not lower on average).
         engine: Simulator of the episodes: ``"batch"`` (mujoco.batch, CPU) or ``"warp"``
             (MuJoCo Warp on ``device``: episodes, gradient steps and the safeguard stay on the
-            device; MLP policies only).
+            device; RMA and the recurrent policy run their device actors there, and a
+            recurrent policy's PPO fine-tuning, ``rounds > 1``, needs ``"batch"``).
         rounds: R ≥ 1 rounds of collect-then-update. MLP policies: R rounds of gradient
             steps. RMA: round 1 infers the fixed latent ``ẑ``; rounds 2..R fine-tune the actor
             with ``ẑ`` folded into its first layer (:meth:`RMAPolicy.folded`), so an accepted
@@ -255,16 +256,17 @@ def adapt_many(
         raise ValueError(f"policy must be a metarobot policy, got {type(policy)!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
-    if engine != "batch" and isinstance(policy, StatefulPolicy):
-        raise ValueError(
-            f"engine={engine!r} adapts MLP policies only; {policy.kind} policies use engine='batch'"
-        )
     k = check_int("episodes", episodes)
     r = check_int("rounds", rounds)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if keep not in ("best", "final"):
         raise ValueError(f"keep must be 'best' or 'final', got {keep!r}")
+    if r > 1 and isinstance(policy, RecurrentPolicy) and engine != "batch":
+        raise ValueError(
+            f"engine={engine!r} adapts recurrent policies with rounds=1 (their PPO fine-tuning "
+            f"runs on the CPU engine), got rounds={rounds}"
+        )
     if r > 1 and isinstance(policy, RecurrentPolicy) and optimizer != "adam":
         raise ValueError(
             f"optimizer must be 'adam' for rounds > 1 of a recurrent policy (its PPO fine-tuning "
@@ -306,7 +308,9 @@ def adapt_many(
                 "lr is required for rounds > 1 of an RMA policy with optimizer='sgd' (its actor "
                 "has no meta-learned step sizes); or use optimizer='adam'"
             )
-        inferred = policy.adapt_candidates(env_id, tasks, episodes=k, seeds=seeds, nthread=nthread)
+        inferred = policy.adapt_candidates(
+            env_id, tasks, episodes=k, seeds=seeds, nthread=nthread, engine=engine, device=dev
+        )
         starts = [c.folded() for c in inferred]
         s = 1 if steps is None else check_int("steps", steps)
         candidates, batch = _gradient_candidates(
@@ -340,7 +344,9 @@ def adapt_many(
         what = f"{r} rounds ({r - 1} PPO updates × {s} epochs, adam), {keep} round kept"
     elif isinstance(policy, StatefulPolicy):
         candidates = list(
-            policy.adapt_candidates(env_id, tasks, episodes=k, seeds=seeds, nthread=nthread)
+            policy.adapt_candidates(
+                env_id, tasks, episodes=k, seeds=seeds, nthread=nthread, engine=engine, device=dev
+            )
         )
         what = {"rma": "fixed latent", "recurrent": "carried GRU state"}.get(policy.kind, "context")
     else:
@@ -510,6 +516,7 @@ def _safeguard(
         seeds=[*vseeds, *vseeds],
         nthread=nthread,
         engine=engine,
+        device=dev,
     )
     mean = rets.mean(1)
     gain = rets[n:] - rets[:n]  # paired: same start states for both policies

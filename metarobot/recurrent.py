@@ -129,6 +129,12 @@ class RecurrentPolicy(StatefulPolicy):
     def batch_key(self) -> tuple[Any, ...]:  # noqa: D102
         return (self.kind, id(self.net))
 
+    @classmethod
+    def device_actor(  # noqa: D102
+        cls, policies: Sequence[StatefulPolicy], device: Any
+    ) -> _GRUDeviceActor:
+        return _GRUDeviceActor(policies, torch.device(device))
+
     def with_initial_state(self, h0: np.ndarray | None) -> RecurrentPolicy:
         """A copy whose episodes start from GRU state ``h0`` (None: zeros)."""
         new = self.clone()
@@ -170,14 +176,22 @@ class RecurrentPolicy(StatefulPolicy):
         episodes: int,
         seeds: Sequence[int | None],
         nthread: int | None = None,
+        engine: str = "batch",
+        device: Any = None,
     ) -> list[RecurrentPolicy]:
         """One candidate per task: the GRU state after K consecutive episodes on it.
+
+        With ``engine="warp"`` the episodes and the GRU run on ``device`` (:meth:`device_actor`).
 
         Returns:
             The candidates (not yet checked against the un-adapted policy).
         """
         n = len(tasks)
-        actor = _GRUActor([self.with_initial_state(None)] * n)
+        base = [self.with_initial_state(None)] * n
+        if engine == "batch":
+            actor: _GRUActor | _GRUDeviceActor = _GRUActor(base)
+        else:
+            actor = _GRUDeviceActor(base, torch.device(device or "cpu"))
         actor.reset(np.ones(n, dtype=bool))
         for j in range(episodes):
             run_actor_episodes(
@@ -188,9 +202,12 @@ class RecurrentPolicy(StatefulPolicy):
                 seeds=[None if s is None else s + 7_919 * j for s in seeds],
                 nthread=nthread,
                 reset_actor=False,
+                engine=engine,
+                device=device,
             )
             actor.new_episode_keep_memory()
-        return [self.with_initial_state(actor.h[i]) for i in range(n)]
+        h = actor.h.detach().cpu().double().numpy() if torch.is_tensor(actor.h) else actor.h
+        return [self.with_initial_state(h[i]) for i in range(n)]
 
     def fine_tuned(
         self,
@@ -320,6 +337,52 @@ class _GRUActor:
         act = np.clip(act, self.low, self.high)
         self.prev_a = act
         return act.astype(np.float32)
+
+
+class _GRUDeviceActor:
+    """:class:`_GRUActor` with its GRU states and network as float32 tensors on one device.
+
+    Batched over worlds, for the Warp engine's episodes (row-invariance is not promised).
+    """
+
+    def __init__(self, policies: Sequence[StatefulPolicy], device: torch.device) -> None:
+        host = _GRUActor(policies)  # the same checks and the same starting state
+        p0, dev = host.p, device
+        self.device, self.clipv = dev, host.clipv
+        self.net = copy.deepcopy(p0.net).float().to(dev).eval()
+
+        def t(x: Any) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)
+
+        self.h0, self.h, self.prev_a = t(host.h0), t(host.h), t(host.prev_a)
+        self.mean, self.inv = t(host.mean), t(host.inv)
+        self.low, self.high = t(host.low), t(host.high)
+        self.std_a = torch.exp(self.net.log_std.detach())
+
+    def reset(self, mask: Any) -> None:
+        m = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
+        self.h[m] = self.h0[m]
+        self.prev_a[m] = 0.0
+
+    def new_episode_keep_memory(self) -> None:
+        """Start new episodes everywhere but keep the GRU states (RL² trials)."""
+        self.prev_a.zero_()
+
+    def act(self, obs: Any, rewards: Any, noise: Any) -> torch.Tensor:
+        dev = self.device
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=dev)
+        r = torch.as_tensor(rewards, dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            on = torch.clamp((obs - self.mean) * self.inv, -self.clipv, self.clipv)
+            e = self.net.embed(torch.cat([on, self.prev_a, r[:, None]], dim=1))
+            _, h = self.net.gru(e[:, None], self.h[None])
+            self.h = h[0]
+            act = self.net.pi(self.h)
+            if noise is not None:
+                act = act + self.std_a * torch.as_tensor(noise, dtype=act.dtype, device=dev)
+            act = torch.clamp(act, self.low, self.high)
+        self.prev_a = act
+        return act
 
 
 # ---------------------------------------------------------------------- training

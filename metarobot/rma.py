@@ -26,6 +26,7 @@ safeguard in :mod:`metarobot.adaptation` keeps it only if it does not lower the 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -118,6 +119,12 @@ class RMAPolicy(StatefulPolicy):
 
     def batch_key(self) -> tuple[Any, ...]:  # noqa: D102
         return (self.kind, id(self.actor), id(self.phi))
+
+    @classmethod
+    def device_actor(  # noqa: D102
+        cls, policies: Sequence[StatefulPolicy], device: Any
+    ) -> _RMADeviceActor:
+        return _RMADeviceActor(policies, torch.device(device))
 
     def with_latent(self, z: np.ndarray | None) -> RMAPolicy:
         """A copy that acts with the fixed latent ``z`` (None: back to online ``φ``)."""
@@ -214,17 +221,34 @@ class RMAPolicy(StatefulPolicy):
         episodes: int,
         seeds: Sequence[int | None],
         nthread: int | None = None,
+        engine: str = "batch",
+        device: Any = None,
     ) -> list[RMAPolicy]:
         """One candidate per task: the mean ``ẑ`` over K episodes on it, used as a fixed latent.
+
+        With ``engine="warp"`` the episodes and ``φ`` run on ``device`` (:meth:`device_actor`).
 
         Returns:
             The candidates (not yet checked against the un-adapted policy).
         """
         n, k = len(tasks), episodes
         base = self.with_latent(None)
-        actor = _RMAActor([base] * (n * k))
-        run_actor_episodes(actor, env_id, tasks, episodes=k, seeds=seeds, nthread=nthread)
-        z = (actor.z_sum / np.maximum(actor.z_count, 1)[:, None]).reshape(n, k, -1).mean(1)
+        if engine == "batch":
+            actor: _RMAActor | _RMADeviceActor = _RMAActor([base] * (n * k))
+        else:
+            actor = _RMADeviceActor([base] * (n * k), torch.device(device or "cpu"))
+        run_actor_episodes(
+            actor,
+            env_id,
+            tasks,
+            episodes=k,
+            seeds=seeds,
+            nthread=nthread,
+            engine=engine,
+            device=device,
+        )
+        z_sum, z_count = _host(actor.z_sum), _host(actor.z_count)
+        z = (z_sum / np.maximum(z_count, 1)[:, None]).reshape(n, k, -1).mean(1)
         return [self.with_latent(z[i]) for i in range(n)]
 
 
@@ -318,9 +342,61 @@ class _RMAActor:
         return act.astype(np.float32)
 
 
-def _double(module: nn.Module) -> nn.Module:
-    import copy
+class _RMADeviceActor:
+    """:class:`_RMAActor` with its state and networks as float32 tensors on one device.
 
+    Batched over worlds, for the Warp engine's episodes (row-invariance is not promised).
+    """
+
+    def __init__(self, policies: Sequence[StatefulPolicy], device: torch.device) -> None:
+        host = _RMAActor(policies)  # the same checks and the same starting state
+        p0, dev = host.p, device
+        self.p, self.device, self.with_reward = p0, dev, host.with_reward
+        self.actor = copy.deepcopy(p0.actor).float().to(dev)
+        self.phi = copy.deepcopy(p0.phi).float().to(dev)
+
+        def t(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
+
+        self.std_a = torch.exp(p0.log_std.detach().float()).to(dev)
+        self.obs_mean, self.obs_std = t(p0.obs_mean), t(p0.obs_std)
+        self.hist = t(host.hist)
+        self.fixed, self.z_fixed = t(host.fixed, torch.bool), t(host.z_fixed)
+        self.z_sum, self.z_count = t(host.z_sum), t(host.z_count)
+        self.low, self.high = t(host.low), t(host.high)
+
+    def reset(self, mask: Any) -> None:
+        self.hist[torch.as_tensor(mask, dtype=torch.bool, device=self.device)] = 0.0
+
+    def act(self, obs: Any, rewards: Any, noise: Any) -> torch.Tensor:
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            if self.with_reward:
+                r = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+                self.hist[:, 0, -1] = torch.clamp(r, -10.0, 10.0)
+            on = torch.clamp((obs - self.obs_mean) / self.obs_std, -10.0, 10.0)
+            zhat = self.phi(torch.cat([on, self.hist.reshape(len(on), -1)], dim=1))
+            self.z_sum += zhat
+            self.z_count += 1
+            z = torch.where(self.fixed[:, None], self.z_fixed, zhat)
+            act = self.actor(torch.cat([on, z], dim=1))
+            if noise is not None:
+                act = act + self.std_a * torch.as_tensor(noise, dtype=act.dtype, device=act.device)
+            act = torch.clamp(act, self.low, self.high)
+            self.hist = torch.roll(self.hist, 1, dims=1)
+            self.hist[:, 0] = 0.0
+            self.hist[:, 0, : on.shape[1] + act.shape[1]] = torch.cat([on, act], dim=1)
+        return act
+
+
+def _host(x: Any) -> np.ndarray:
+    """A tensor (on any device) or array as a float64 numpy array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy().astype(np.float64)
+    return np.asarray(x, dtype=np.float64)
+
+
+def _double(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module).double().eval()
 
 

@@ -21,7 +21,7 @@ from torch.func import vmap
 
 from metarobot.envs.batched import BatchedMujocoEnv, make_batched
 from metarobot.envs.randomization import Task
-from metarobot.policies import Policy, RunningNorm, gaussian_log_prob
+from metarobot.policies import Policy, RunningNorm, gaussian_log_prob, resolve_device
 from metarobot.stateful import BatchActor, StatefulPolicy
 
 #: With a device-resident engine, look whether any world is still alive every this many steps
@@ -425,6 +425,8 @@ def run_actor_episodes(
     nthread: int | None = None,
     reset_actor: bool = True,
     env_kwargs: Mapping[str, Any] | None = None,
+    engine: str = "batch",
+    device: str | torch.device | None = None,
 ) -> ActorEpisodes:
     """Run one episode in each of ``N × K`` worlds (world ``i·K + k`` runs ``tasks[i]``).
 
@@ -442,6 +444,10 @@ def run_actor_episodes(
         reset_actor: Start the actor's episodes (False lets an actor carry memory across
             episodes; it is still told nothing else).
         env_kwargs: Passed to ``gym.make`` for every world (see :func:`episode_env`).
+        engine: ``"batch"`` (numpy actor) or ``"warp"``: MuJoCo Warp on ``device``, with a
+            device actor (``StatefulPolicy.device_actor``): observations, rewards, noise, the
+            policy's state and actions stay on the device until the episodes end.
+        device: The Warp device (``"cpu"``, ``"cuda"``); ignored by the CPU engine.
 
     Returns:
         The episodes' returns, rewards and divergence flags.
@@ -449,6 +455,10 @@ def run_actor_episodes(
     n, k = len(tasks), episodes
     if len(seeds) != n:
         raise ValueError(f"seeds must hold one seed per task ({n}), got {len(seeds)}")
+    if engine == "warp":
+        return _run_device_episodes(
+            actor, env_id, tasks, k, seeds, deterministic, reset_actor, env_kwargs, device
+        )
     env = episode_env(env_id, tasks, k, nthread=nthread, env_kwargs=env_kwargs)
     try:
         horizon = int(env.max_episode_steps)
@@ -477,6 +487,51 @@ def run_actor_episodes(
     return ActorEpisodes(per_step.sum(-1), per_step, diverged.reshape(n, k), tuple(reset_seeds))
 
 
+def _run_device_episodes(
+    actor: Any,
+    env_id: str,
+    tasks: Sequence[Task],
+    k: int,
+    seeds: Sequence[int | None],
+    deterministic: bool,
+    reset_actor: bool,
+    env_kwargs: Mapping[str, Any] | None,
+    device: str | torch.device | None,
+) -> ActorEpisodes:
+    """:func:`run_actor_episodes` on MuJoCo Warp, every per-step tensor on the device."""
+    n = len(tasks)
+    env = episode_env(env_id, tasks, k, engine="warp", device=device, env_kwargs=env_kwargs)
+    try:
+        dev = env.torch_device
+        horizon = int(env.max_episode_steps)
+        act_dim = int(env.single_action_space.shape[0])
+        reset_seeds, noise_np = draw_episode_randomness(seeds, k, horizon, act_dim)
+        noise = torch.as_tensor(
+            noise_np.reshape(horizon, n * k, act_dim), dtype=torch.float32, device=dev
+        )
+        obs, _ = env.reset(seed=reset_seeds)
+        if reset_actor:
+            actor.reset(torch.ones(n * k, dtype=torch.bool, device=dev))
+        alive = torch.ones(n * k, dtype=torch.bool, device=dev)
+        diverged = torch.zeros_like(alive)
+        last_r = torch.zeros(n * k, device=dev)
+        rewards = torch.zeros((horizon, n * k), dtype=torch.float64, device=dev)
+        for t in range(horizon):
+            act = actor.act(obs, last_r, None if deterministic else noise[t])
+            obs, rew, term, trunc, info = env.step(act)
+            rewards[t] = torch.where(alive, rew.double(), 0.0)
+            last_r = rew
+            diverged |= alive & info["diverged"]
+            alive &= ~(term | trunc)
+            if not bool(alive.any()):  # one sync per step, as the CPU engine's check
+                break
+    finally:
+        env.close()
+    per_step = rewards.cpu().numpy().T.reshape(n, k, horizon)
+    div = diverged.cpu().numpy().reshape(n, k)
+    return ActorEpisodes(per_step.sum(-1), per_step, div, tuple(reset_seeds))
+
+
 def episode_returns(
     policies: Sequence[Policy | StatefulPolicy],
     env_id: str,
@@ -488,6 +543,7 @@ def episode_returns(
     rewards: bool = False,
     engine: str = "batch",
     env_kwargs: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray | None]:
     """Deterministic episodes of ``policies[i]`` on ``tasks[i]`` (any policy type).
 
@@ -499,23 +555,30 @@ def episode_returns(
     stay paired.
 
     ``engine="warp"`` runs MLP policies on MuJoCo Warp on their device (see
-    :func:`episode_env`); stateful policies run on the CPU engine. ``env_kwargs`` are passed
-    to ``gym.make`` for every world (e.g. a within-episode change schedule).
+    :func:`episode_env`) and stateful ones on ``device`` (default: CUDA when torch sees it,
+    else the CPU) through their device actor. ``env_kwargs`` are passed to ``gym.make`` for
+    every world (e.g. a within-episode change schedule).
 
     Returns:
         Returns ``[N, K]``, diverged flags ``[N, K]``, the world reset seeds, and with
         ``rewards`` the per-step rewards ``[N, K, T]`` (else None).
 
     Raises:
-        ValueError: On a policy count that does not match the tasks, or ``engine="warp"``
-            with stateful policies.
+        ValueError: On a policy count that does not match the tasks, or a stateful policy
+            type without a device actor on ``engine="warp"``.
     """
     n = len(tasks)
     if len(policies) != n:
         raise ValueError(f"need one policy per task, got {len(policies)} policies for {n} tasks")
     groups = _batch_groups(policies)
     if len(groups) > 1:
-        kw = {"nthread": nthread, "rewards": rewards, "engine": engine, "env_kwargs": env_kwargs}
+        kw = {
+            "nthread": nthread,
+            "rewards": rewards,
+            "engine": engine,
+            "env_kwargs": env_kwargs,
+            "device": device,
+        }
         runs = [
             episode_returns(
                 [policies[i] for i in idx],
@@ -530,11 +593,13 @@ def episode_returns(
         return _assemble(groups, runs, n, episodes, rewards)
     lead = policies[0]
     if isinstance(lead, StatefulPolicy):
-        if engine != "batch":
-            raise ValueError(
-                f"engine={engine!r} runs MLP policies only; stateful policies use engine='batch'"
-            )
-        actor = type(lead).batch_actor([p for p in policies for _ in range(episodes)])
+        worlds = [p for p in policies for _ in range(episodes)]
+        dev = None
+        if engine == "batch":
+            actor: Any = type(lead).batch_actor(worlds)
+        else:
+            dev = resolve_device("auto" if device is None else device)
+            actor = type(lead).device_actor(worlds, dev)
         ep = run_actor_episodes(
             actor,
             env_id,
@@ -543,6 +608,8 @@ def episode_returns(
             seeds=seeds,
             nthread=nthread,
             env_kwargs=env_kwargs,
+            engine=engine,
+            device=dev,
         )
         return ep.returns, ep.diverged, ep.reset_seeds, ep.rewards if rewards else None
     env = episode_env(

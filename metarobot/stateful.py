@@ -94,6 +94,18 @@ class StatefulPolicy(abc.ABC):
         """
         return (type(self).__name__, id(self))
 
+    @classmethod
+    def device_actor(cls, policies: Sequence[StatefulPolicy], device: Any) -> Any:
+        """The :meth:`batch_actor` with its state as torch tensors on ``device``.
+
+        Float32 and batched, for episodes on the Warp engine: observations, rewards, noise and
+        actions stay on the device.
+
+        Raises:
+            ValueError: If this policy type has no device actor.
+        """
+        raise ValueError(f"{cls.__name__} has no device actor: use engine='batch'")
+
     # ------------------------------------------------------------------ single env use
     def reset(self) -> None:
         """Forget the current episode's context (call at every episode start)."""

@@ -352,19 +352,70 @@ def test_adapt_many_and_meta_training_run_on_warp():
     assert all(torch.isfinite(v).all() for v in learner.policy.params.values())
 
 
-def test_warp_engine_refuses_stateful_policies_and_names_bad_engines():
-    import metarobot
+def _tiny_context_policies(env_id: str) -> tuple:
+    """An untrained RMA policy and an untrained recurrent policy for ``env_id`` (seeded)."""
     from metarobot.policies import RunningNorm, make_policy
     from metarobot.recurrent import GRUActorCritic, RecurrentPolicy
+    from metarobot.rma import RMAPolicy, _networks
 
-    pend = "metarobot/InvertedPendulumRandParams-v0"
-    cfg = {"obs_dim": 4, "act_dim": 1, "hidden": 4}
-    meta = make_policy(pend).meta
-    rec = RecurrentPolicy(cfg, GRUActorCritic(4, 1, 4), RunningNorm(4), meta)
-    tasks = me.task_split(pend)[1][:1]
-    with pytest.raises(ValueError, match="engine='warp' adapts MLP policies only"):
-        metarobot.adapt_many(rec, pend, tasks, engine="warp")
+    meta = make_policy(env_id).meta
+    o, a = int(meta["observation_shape"][0]), len(meta["action_low"])
+    cfg = {"obs_dim": o, "act_dim": a, "z_dim": 2, "history": 3, "hidden": [16, 16]}
+    cfg |= {"phi_hidden": [16], "priv_dim": 3, "enc_hidden": 8, "reward_in_history": True}
+    actor, phi, enc = _networks(cfg)
+    rma = RMAPolicy(cfg, actor, torch.full((a,), -1.0), phi, np.zeros(o), np.ones(o), enc, meta)
+    net = GRUActorCritic(o, a, 8, init_log_std=-1.0)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # seeded weights (not torch's global generator)
+        for p in [*actor.parameters(), *phi.parameters(), *enc.parameters()]:
+            p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    net.init_weights(gen)
+    rec = RecurrentPolicy({"obs_dim": o, "act_dim": a, "hidden": 8}, net, RunningNorm(o), meta)
+    return rma, rec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["rma", "recurrent"])
+def test_context_policies_run_on_warp_like_the_cpu_engine(which):
+    """RMA's history and the GRU state live on the device; episodes match the CPU engine."""
+    import metarobot
+    from metarobot.rollout import episode_returns
+
+    pols = dict(zip(("rma", "recurrent"), _tiny_context_policies(REACHER), strict=True))
+    pol = pols[which]
+    tasks = me.task_split(REACHER)[1][:2]
+    kw = {"episodes": 2, "seeds": [3, 4], "rewards": True}
+    w_ret, w_div, w_seeds, w_rew = episode_returns(
+        [pol] * 2, REACHER, tasks, engine="warp", device="cpu", **kw
+    )
+    c_ret, _, c_seeds, c_rew = episode_returns([pol] * 2, REACHER, tasks, nthread=1, **kw)
+    assert w_seeds == c_seeds and not w_div.any()
+    assert rel_err(w_rew, c_rew) < RTOL  # float32 physics and networks vs float64
+    assert rel_err(w_ret, c_ret) < RTOL
+    kw = {"episodes": 2, "seed": 0, "device": "cpu", "safe": False}
+    on_warp = metarobot.adapt_many(pol, REACHER, tasks, engine="warp", **kw)
+    on_cpu = metarobot.adapt_many(pol, REACHER, tasks, nthread=1, **kw)
+    for w, c in zip(on_warp, on_cpu, strict=True):
+        got = w.z_fixed if which == "rma" else w.h0
+        want = c.z_fixed if which == "rma" else c.h0
+        np.testing.assert_allclose(got, want, atol=1e-3)  # the latent / GRU state it adapted to
+    guarded = metarobot.adapt_many(pol, REACHER, tasks, engine="warp", **{**kw, "safe": True})
+    assert all("accepted" in p.meta["adapted"] for p in guarded)  # the safeguard ran on Warp
+    if which == "rma":  # rounds: the folded actor's gradient rounds run on Warp as an MLP's
+        tuned = metarobot.adapt_many(
+            pol, REACHER, tasks, engine="warp", rounds=2, optimizer="adam", **kw
+        )
+        assert all(isinstance(t, metarobot.Policy) for t in tuned)
+
+
+def test_warp_engine_names_bad_engines_and_what_it_cannot_fine_tune():
+    import metarobot
+
+    _, rec = _tiny_context_policies(REACHER)
+    tasks = me.task_split(REACHER)[1][:1]
+    with pytest.raises(ValueError, match="engine='warp' adapts recurrent policies with rounds=1"):
+        metarobot.adapt_many(rec, REACHER, tasks, engine="warp", rounds=2, optimizer="adam")
     with pytest.raises(ValueError, match=r"engine must be one of \['batch', 'warp'\], got 'gpu'"):
-        metarobot.adapt_many(rec, pend, tasks, engine="gpu")
+        metarobot.adapt_many(rec, REACHER, tasks, engine="gpu")
     with pytest.raises(ValueError, match="engine must be one of"):
-        metarobot.MAML(pend, engine="gpu")
+        metarobot.MAML(REACHER, engine="gpu")
