@@ -165,6 +165,47 @@ def bench_adapt(fid: str, sizes: list[int], dev: str) -> list[tuple[int, float, 
     return rows
 
 
+#: The flagship context policies the bench times (committed 1M-step HalfCheetahPhysical runs).
+CONTEXT_CHECKPOINTS = {
+    "rma": "experiments/results/half_cheetah_physical/checkpoints/rma-s0.pt",
+    "recurrent": "experiments/results/half_cheetah_physical/checkpoints/recurrent-s0.pt",
+}
+
+
+def bench_context(sizes: list[int], dev: str) -> list[tuple[str, int, float, float]]:
+    """Env-steps/s of deterministic episodes of RMA and the recurrent policy (one 200-step
+    episode per world, ``episode_returns``) on Warp with their device actors and on the CPU
+    engine with their row-invariant float64 actors."""
+    import metarobot
+    from metarobot.registry import horizon
+    from metarobot.rollout import episode_returns
+
+    rows = []
+    for name, path in CONTEXT_CHECKPOINTS.items():
+        policy = metarobot.load(path)
+        fid = policy.meta["family"]
+        tasks_all = me.task_split(fid, n_train=max(sizes))[0]
+        for engine in ("warp", "batch"):  # compile kernels and warm caches outside the timing
+            episode_returns(
+                [policy] * 2, fid, tasks_all[:2], episodes=1, seeds=[0, 1], engine=engine,
+                device=dev,
+            )  # fmt: skip
+        for n in sizes:
+            rates = []
+            for engine in ("warp", "batch"):
+                _sync(dev)
+                t0 = time.perf_counter()
+                episode_returns(
+                    [policy] * n, fid, tasks_all[:n], episodes=1, seeds=list(range(n)),
+                    engine=engine, device=dev,
+                )  # fmt: skip
+                _sync(dev)
+                rates.append(n * horizon(fid) / (time.perf_counter() - t0))
+            rows.append((name, n, rates[0], rates[1]))
+            print(f"  {name} N={n}: warp {rates[0]:,.0f}, cpu {rates[1]:,.0f} env-steps/s")
+    return rows
+
+
 def bench_meta_iteration(fid: str, dev: str, meta_batch: int) -> list[tuple[str, float]]:
     """Seconds of one MAML iteration (after a warm-up iteration) on Warp and on the CPU engine."""
     import metarobot
@@ -313,6 +354,23 @@ def main() -> None:
         ]
         for n, on_dev, on_cpu in bench_adapt(fid, sizes, dev):
             lines.append(f"| {n:,} | {on_dev:.2f} | {on_cpu:.2f} | {on_dev / on_cpu:.2f}× |")
+        write(args.out, [*lines, ""])
+        lines += [
+            "",
+            "## RMA and the recurrent policy: evaluation episodes",
+            "",
+            "Env-steps/s of one deterministic 200-step episode per world of the committed "
+            "HalfCheetahPhysical 1M policies (`episode_returns`): on Warp their device actors "
+            "keep RMA's history and latent and the GRU state on the device; the CPU engine runs "
+            "their row-invariant float64 actors (all cores).",
+            "",
+            "| policy | N | Warp | CPU engine | ratio |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, n, on_dev, on_cpu in bench_context(sizes, dev):
+            lines.append(
+                f"| {name} | {n:,} | {on_dev:,.0f} | {on_cpu:,.0f} | {on_dev / on_cpu:.2f}× |"
+            )
         write(args.out, [*lines, ""])
         vel = "metarobot/HalfCheetahVel-v0"
         lines += [
