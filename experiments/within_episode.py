@@ -66,7 +66,11 @@ def curves(
                 env_kwargs=kwargs,
             )
             assert per_step is not None
-            per_seed.append(per_step.reshape(-1, per_step.shape[-1]).mean(0))
+            # Episodes that end early (a fallen walker) stop there: a reward of 0 afterwards,
+            # and every run is padded to the family's horizon so the seeds line up.
+            full = np.zeros((*per_step.shape[:-1], registry.horizon(cfg.family)))
+            full[..., : per_step.shape[-1]] = per_step
+            per_seed.append(full.reshape(-1, full.shape[-1]).mean(0))
             if getattr(policies[0], "kind", None) in ("rma", "recurrent"):
                 online.append(method)
         out[method] = np.mean(per_seed, axis=0)
