@@ -224,7 +224,15 @@ def report(
             if oracle is not None
             else ""
         )
-        + f"scratch is a fresh {tuple(args.hidden)} policy fine-tuned by the same loop.",
+        + f"scratch is a fresh {tuple(args.hidden)} policy fine-tuned by the same loop."
+        + (
+            " For RMA, round 1 infers its latent ẑ and rounds 2..R fine-tune the actor with ẑ "
+            "folded into its first layer (`RMAPolicy.folded`); for the recurrent policy, the "
+            "R rounds are R batches of K episodes with R − 1 PPO updates of its GRU network "
+            f"({args.steps} epochs each; `RecurrentPolicy.fine_tuned`)."
+            if {"rma", "recurrent"} & set(args.methods)
+            else ""
+        ),
         "",
         "| method | " + " | ".join(f"E = {b}" for b in budgets) + " |",
         "|---|" + "---:|" * len(budgets),

@@ -65,3 +65,23 @@ def test_episode_returns_run_a_within_episode_change():
     )
     np.testing.assert_array_equal(plain[..., :50], changed[..., :50])  # same task until then
     assert not np.array_equal(plain[..., 50:], changed[..., 50:])  # then other dynamics
+
+
+def test_video_labels_name_a_physical_task_and_a_motor_polarity():
+    from metarobot.envs import Task, task_split
+
+    video = _script("make_video")
+    task = Task.make(
+        "metarobot/HalfCheetahPhysical-v0",
+        {
+            "payload_mass": (0.42,),
+            "geom_friction": (1.85,),
+            "actuator_gear": (1.0, 0.48, 0.9, 1.1, 0.7, 0.6),
+        },
+        disabled_actuators=(0,),
+    )
+    assert video.task_label(task) == (
+        ", payload 0.42x robot mass, friction 1.85x, weakest motor 0.48x, failed motor 0"
+    )
+    pend = task_split("metarobot/InvertedPendulumRandParams-v0")[1][1]
+    assert video.task_label(pend) in (", motor normal", ", motor reversed")
