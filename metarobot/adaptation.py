@@ -462,8 +462,7 @@ def _gradient_candidates(
     adapted: list[AnyPolicy] = []
     for i in range(n):
         own = work if starts is None else starts[i]  # its metadata (e.g. the folded latent)
-        p = own.with_params({key: v[i].to(out_dev) for key, v in params.items()})
-        adapted.append(p.to(out_dev))
+        adapted.append(own.with_params({key: v[i] for key, v in params.items()}).to(out_dev))
     return adapted, batch
 
 

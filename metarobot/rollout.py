@@ -523,7 +523,9 @@ def _run_device_episodes(
             last_r = rew
             diverged |= alive & info["diverged"]
             alive &= ~(term | trunc)
-            if not bool(alive.any()):  # one sync per step, as the CPU engine's check
+            # One flag crosses to the host every _ALIVE_CHECK steps (as in collect); steps past
+            # every episode's end add nothing, since rewards and divergence are masked by alive.
+            if (t + 1) % _ALIVE_CHECK == 0 and not bool(alive.any()):
                 break
     finally:
         env.close()
