@@ -14,20 +14,34 @@ Usage::
     python experiments/train_probe.py --family HalfCheetahReversed --method rma --steps 400000
     python experiments/train_probe.py --family HalfCheetahReversed --method domain_randomization
     python experiments/train_probe.py --family InvertedPendulumRandParams --method rma --adapt 1 2
+
+With ``--config TABLE.toml`` the method trains exactly as that table trains it (its registry
+jobs, budgets and PPO settings; ``--steps`` and ``--n-envs`` are then unused), and ``--set
+section.key=value`` changes one setting first, so a change to a table's recipe can be screened on
+training tasks before the table is rerun::
+
+    python experiments/train_probe.py --family HalfCheetahPhysical --method recurrent \
+        --config experiments/configs/half_cheetah_physical.toml \
+        --set recurrent.lr_schedule='"linear"' --save runs/screen/rec-linear.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import tomllib
 import torch
 
 import metarobot
+from metarobot import registry
 from metarobot.adaptation import adapt_many
 from metarobot.baselines import train_domain_randomization
+from metarobot.config import parse_config
 from metarobot.context import TaskFeatures
 from metarobot.envs import task_split
 from metarobot.evaluation import evaluation_returns
@@ -64,6 +78,42 @@ def train(method: str, env_id: str, steps: int, seed: int, args: argparse.Namesp
     return train_domain_randomization(env_id, steps, seed=seed, tasks=tasks, nthread=1)
 
 
+def train_as_table(method: str, config: Path, sets: list[str], seed: int) -> tuple[Any, int]:
+    """Train ``method`` with the registry jobs of a table config (``sets`` applied first).
+
+    Args:
+        method: Registered method name.
+        config: The table's TOML file.
+        sets: ``section.key=value`` overrides, each value in TOML syntax.
+        seed: Training seed.
+
+    Returns:
+        The trained policy and the most env steps the table's budget lets it use.
+
+    Raises:
+        ValueError: On a malformed override or an invalid resulting config.
+    """
+    data = tomllib.loads(config.read_text(encoding="utf-8"))
+    for item in sets:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"--set takes section.key=value, got {item!r}")
+        try:
+            data.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"--set {item!r}: the value is not TOML ({err})") from err
+    cfg = parse_config(data)
+    spec = registry.get(method)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        ck = out / "checkpoints"
+        ck.mkdir()
+        for job in spec.jobs(cfg, seed):
+            job.trainer(cfg, out, ck / f"{job.key}.pt", job.args)
+        return spec.load(cfg, seed, ck), spec.planned_steps(cfg)
+
+
 def main() -> None:
     """Parse the command line, train, score on training tasks, print one row."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,6 +136,17 @@ def main() -> None:
         help="rma: also score with each task's privileged latent instead of the inferred one",
     )
     p.add_argument(
+        "--config", type=Path, default=None, help="train as this table config trains the method"
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="with --config: override one setting (TOML value), repeatable",
+    )
+    p.add_argument(
         "--adapt", type=int, nargs="*", default=[], metavar="K", help="also score after K episodes"
     )
     args = p.parse_args()
@@ -93,6 +154,8 @@ def main() -> None:
         raise ValueError(f"--steps must be > 0, got {args.steps}")
     if any(k < 1 for k in args.adapt):
         raise ValueError(f"--adapt episodes must each be >= 1, got {args.adapt}")
+    if args.sets and args.config is None:
+        raise ValueError("--set needs --config")
     if args.true_latent and args.method != "rma":
         raise ValueError(f"--true-latent needs --method rma, got {args.method!r}")
     torch.set_num_threads(1)
@@ -100,6 +163,8 @@ def main() -> None:
     t0 = time.time()
     if args.load is not None:
         policy = metarobot.load(args.load)
+    elif args.config is not None:
+        policy, args.steps = train_as_table(args.method, args.config, args.sets, args.seed)
     else:
         policy = train(args.method, env_id, args.steps, args.seed, args)
     wall = time.time() - t0
@@ -137,7 +202,8 @@ def main() -> None:
 def _row(args: argparse.Namespace, label: str, rets: np.ndarray, wall: float) -> None:
     per_task = ", ".join(f"{r:.1f}" for r in rets)
     print(
-        f"| {args.family} | {args.method}{label} | {args.steps:,} | {args.seed} | "
+        f"| {args.family} | {args.method}{label}{''.join(f' {s}' for s in args.sets)} | "
+        f"{args.steps:,} | {args.seed} | "
         f"{float(np.mean(rets)):.1f} | {per_task} | {wall:.0f} |",
         flush=True,
     )

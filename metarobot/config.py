@@ -25,6 +25,7 @@ from metarobot import registry
 from metarobot.envs import Task, check_family, ood_split, task_split
 from metarobot.learners import MetaConfig
 from metarobot.learners.reptile import REPTILE_DEFAULTS
+from metarobot.ppo import LR_SCHEDULES
 
 __all__ = [
     "BASELINE_TRAINERS",
@@ -171,6 +172,9 @@ class RMASection:
         lr: The teacher's Adam learning rate.
         scale_rewards: Scale the teacher's rewards by the running std of discounted returns
             (see :class:`~metarobot.ppo.PPOSettings`).
+        lr_schedule: ``"constant"`` or ``"linear"`` (annealed to 0 over the budget) for the
+            teacher, and for DR, the experts and the oracles when ``[baselines] trainer`` is
+            ``"episodic"`` (they share the teacher's PPO settings).
     """
 
     teacher_steps: int = 200_000
@@ -182,6 +186,7 @@ class RMASection:
     student_envs: int = 32
     lr: float = 1e-3
     scale_rewards: bool = True
+    lr_schedule: str = "constant"
 
 
 @dataclass
@@ -202,6 +207,7 @@ class RecurrentSection:
             10 training tasks for the full 200 steps.
         scale_rewards: Scale rewards by the running std of discounted returns (see
             :class:`~metarobot.ppo.PPOSettings`).
+        lr_schedule: ``"constant"`` or ``"linear"`` (annealed to 0 over the budget).
     """
 
     steps: int = 250_000
@@ -212,6 +218,7 @@ class RecurrentSection:
     minibatches: int = 4
     bptt: int = 50
     scale_rewards: bool = True
+    lr_schedule: str = "constant"
 
 
 #: Held-out splits a table can evaluate (``[eval] split``).
@@ -328,6 +335,12 @@ class ExperimentConfig:
             self.meta.meta_config().validate()
         except ValueError as err:
             raise ValueError(f"meta.{err}") from err
+        for key in ("rma", "recurrent"):
+            sched = getattr(self, key).lr_schedule
+            if sched not in LR_SCHEDULES:
+                raise ValueError(
+                    f"{key}.lr_schedule must be one of {list(LR_SCHEDULES)}, got {sched!r}"
+                )
         if self.eval.split not in EVAL_SPLITS:
             raise ValueError(
                 f"eval.split must be one of {list(EVAL_SPLITS)}, got {self.eval.split!r}"

@@ -34,7 +34,11 @@ from metarobot.envs import Task, make_batched
 from metarobot.policies import RunningNorm
 from metarobot.validation import check_int
 
-__all__ = ["EpisodicNet", "PPOSettings", "train_episodic_ppo"]
+__all__ = ["LR_SCHEDULES", "EpisodicNet", "PPOSettings", "train_episodic_ppo"]
+
+#: Learning-rate schedules of :class:`PPOSettings`: ``"constant"``, or ``"linear"`` from ``lr``
+#: at the first update to 0 at the end of the step budget (CleanRL's ``anneal_lr``).
+LR_SCHEDULES = ("constant", "linear")
 
 
 class EpisodicNet(Protocol):
@@ -89,6 +93,10 @@ class PPOSettings:
             do). A GRU's cost on a CPU grows with the number of sequential steps, not with the
             batch, so chunks of 25 make an update several times faster than whole 200-step
             episodes. None: back-propagate through whole episodes from the initial state.
+        lr_schedule: ``"constant"`` or ``"linear"``: each update's learning rate is
+            ``lr × (1 − steps used before its batch / step budget)``, as CleanRL's
+            ``anneal_lr``. At a constant 1e-3 the context methods' training returns stop rising
+            near 1M steps on HalfCheetahPhysical and their held-out scores fall at 3M.
     """
 
     def __init__(
@@ -106,6 +114,7 @@ class PPOSettings:
         batch_steps: int = 2048,
         bptt: int | None = None,
         scale_rewards: bool = True,
+        lr_schedule: str = "constant",
     ) -> None:
         self.lr, self.epochs, self.minibatches = lr, epochs, minibatches
         self.gamma, self.lam, self.clip = gamma, lam, clip
@@ -114,6 +123,7 @@ class PPOSettings:
         self.batch_steps = batch_steps
         self.bptt = bptt
         self.scale_rewards = scale_rewards
+        self.lr_schedule = lr_schedule
 
 
 def train_episodic_ppo(
@@ -157,9 +167,12 @@ def train_episodic_ppo(
         The observation normalizer, the env steps used, and one log row per iteration.
 
     Raises:
-        ValueError: If ``steps`` cannot hold one iteration or the minibatch count is invalid.
+        ValueError: If ``steps`` cannot hold one iteration, the minibatch count is invalid or
+            the learning-rate schedule is unknown.
     """
     ps = settings or PPOSettings()
+    if ps.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {ps.lr_schedule!r}")
     check_int("minibatches", ps.minibatches)
     check_int("epochs", ps.epochs)
     check_int("batch_steps", ps.batch_steps)
@@ -176,6 +189,9 @@ def train_episodic_ppo(
     log: list[dict[str, float]] = []
     try:
         while it == 0 or used + n_envs * horizon <= steps:
+            if ps.lr_schedule == "linear":
+                for group in opt.param_groups:
+                    group["lr"] = ps.lr * max(1.0 - used / steps, 0.0)
             parts = []
             while True:
                 part = _rollout(net, norm, env, tasks, rng, features, initial_state(n_envs))

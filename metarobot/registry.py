@@ -292,7 +292,8 @@ def _load_experts(cfg: ExperimentConfig, seed: int, ck: Path) -> list[AnyPolicy]
 
 def _episodic_settings(cfg: ExperimentConfig) -> PPOSettings:
     """The episodic PPO settings of RMA's teacher (also DR's and the oracles' when chosen)."""
-    return PPOSettings(lr=cfg.rma.lr, scale_rewards=cfg.rma.scale_rewards)
+    r = cfg.rma
+    return PPOSettings(lr=r.lr, scale_rewards=r.scale_rewards, lr_schedule=r.lr_schedule)
 
 
 def _baseline_ppo_steps(cfg: ExperimentConfig, timesteps: int) -> int:
@@ -443,6 +444,7 @@ def _train_rec(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
             minibatches=r.minibatches,
             bptt=r.bptt or None,
             scale_rewards=r.scale_rewards,
+            lr_schedule=r.lr_schedule,
         ),
     )
     pol.save(path)

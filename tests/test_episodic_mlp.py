@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,52 @@ def test_oracle_restarts_keep_the_best_run_on_its_task(tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "best of 3 PPO runs" in summary
     assert res["records"]
+
+
+def test_linear_schedule_anneals_the_learning_rate_to_zero_over_the_budget(monkeypatch):
+    seen: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):  # records the rate each Adam step uses
+        seen.append(float(self.param_groups[0]["lr"]))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    steps, lr = 1200, 1e-3
+    sched = PPOSettings(minibatches=1, epochs=1, batch_steps=1, lr=lr, lr_schedule="linear")
+    policy = train_ppo_mlp(
+        PENDULUM,
+        task_split(PENDULUM)[0][:3],
+        steps,
+        seed=0,
+        n_envs=2,
+        hidden=(8, 8),
+        settings=sched,
+    )
+    used = policy.meta["env_steps"]
+    assert seen[0] == pytest.approx(lr)  # the first update, before any step was used
+    assert len(seen) > 2 and all(a > b for a, b in itertools.pairwise(seen))
+    # The last batch used at most n_envs × horizon = 400 steps.
+    assert 0 < seen[-1] <= lr * (1 - (used - 400) / steps) + 1e-12
+    seen.clear()
+    train_ppo_mlp(
+        PENDULUM,
+        task_split(PENDULUM)[0][:3],
+        steps,
+        seed=0,
+        n_envs=2,
+        hidden=(8, 8),
+        settings=PPOSettings(minibatches=1, epochs=1, batch_steps=1, lr=lr),
+    )
+    assert set(seen) == {lr}  # constant: the default
+
+
+def test_unknown_lr_schedule_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"lr_schedule must be one of \['constant', 'linear'\]"):
+        train_ppo_mlp(
+            PENDULUM, task_split(PENDULUM)[0][:1], 600, settings=PPOSettings(lr_schedule="cos")
+        )
+    path = tmp_path / "t.toml"
+    path.write_text(TABLE.replace("lr = 0.001", 'lr = 0.001\nlr_schedule = "cosine"'))
+    with pytest.raises(ValueError, match=r"rma.lr_schedule must be one of"):
+        load_config(path)

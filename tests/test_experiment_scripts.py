@@ -85,3 +85,22 @@ def test_video_labels_name_a_physical_task_and_a_motor_polarity():
     )
     pend = task_split("metarobot/InvertedPendulumRandParams-v0")[1][1]
     assert video.task_label(pend) in (", motor normal", ", motor reversed")
+
+
+def test_train_probe_trains_a_method_as_a_table_does_with_one_setting_changed(tmp_path):
+    probe = _script("train_probe")
+    table = tmp_path / "t.toml"
+    table.write_text(
+        'name = "probe"\nfamily = "metarobot/InvertedPendulumRandParams-v0"\n'
+        'methods = ["domain_randomization", "oracle"]\n'
+        '[baselines]\ndr_timesteps = 800\ntrainer = "episodic"\n[rma]\nteacher_envs = 2\n'
+    )
+    policy, steps = probe.train_as_table(
+        "domain_randomization", table, ['rma.lr_schedule="linear"', "baselines.dr_timesteps=400"], 0
+    )
+    assert policy.meta["trainer"] == "episodic" and 0 < policy.meta["env_steps"] <= 400
+    assert steps == 400
+    with pytest.raises(ValueError, match=r"section\.key=value"):
+        probe.train_as_table("domain_randomization", table, ["dr_timesteps=400"], 0)
+    with pytest.raises(ValueError, match=r"rma\.lr_schedule must be one of"):
+        probe.train_as_table("domain_randomization", table, ['rma.lr_schedule="cos"'], 0)
