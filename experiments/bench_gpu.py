@@ -206,6 +206,49 @@ def bench_context(sizes: list[int], dev: str) -> list[tuple[str, int, float, flo
     return rows
 
 
+def bench_episodic_training(
+    fid: str, sizes: list[int], dev: str, iterations: int = 3
+) -> list[tuple[str, int, float, float]]:
+    """Env-steps/s of the episodic-PPO trainers (DR, the recurrent policy, RMA's teacher) with
+    ``n`` worlds per iteration, ``iterations`` PPO iterations each: rollouts and updates on Warp
+    (``engine="warp"``, everything on the device) against the CPU engine (torch on the CPU)."""
+    from metarobot.episodic_mlp import train_ppo_mlp
+    from metarobot.ppo import PPOSettings
+    from metarobot.recurrent import train_recurrent
+    from metarobot.registry import horizon
+    from metarobot.rma import train_rma
+
+    tasks = me.task_split(fid)[0]
+
+    def run(name: str, n: int, steps: int, **engine: str) -> None:
+        ps = PPOSettings(batch_steps=1, bptt=50 if name == "recurrent" else None)
+        if name == "dr":
+            train_ppo_mlp(fid, tasks, steps, seed=0, n_envs=n, settings=ps, **engine)
+        elif name == "recurrent":
+            train_recurrent(fid, steps=steps, seed=0, tasks=tasks, n_envs=n, settings=ps, **engine)
+        else:  # the teacher; the smallest student (its rollouts are CPU-only)
+            train_rma(
+                fid, teacher_steps=steps, student_steps=1, seed=0, tasks=tasks, n_envs=n,
+                student_envs=1, settings=ps, **engine,
+            )  # fmt: skip
+
+    rows = []
+    for name in ("dr", "recurrent", "rma_teacher"):
+        run(name, 2, 2 * horizon(fid), engine="warp", device=dev)  # compile outside the timing
+        for n in sizes:
+            steps = iterations * n * horizon(fid)
+            rates = []
+            for engine in ({"engine": "warp", "device": dev}, {"engine": "batch"}):
+                _sync(dev)
+                t0 = time.perf_counter()
+                run(name, n, steps, **engine)
+                _sync(dev)
+                rates.append(steps / (time.perf_counter() - t0))
+            rows.append((name, n, rates[0], rates[1]))
+            print(f"  train {name} N={n}: warp {rates[0]:,.0f}, cpu {rates[1]:,.0f} env-steps/s")
+    return rows
+
+
 def bench_meta_iteration(fid: str, dev: str, meta_batch: int) -> list[tuple[str, float]]:
     """Seconds of one MAML iteration (after a warm-up iteration) on Warp and on the CPU engine."""
     import metarobot
@@ -368,6 +411,25 @@ def main() -> None:
             "|---|---:|---:|---:|---:|",
         ]
         for name, n, on_dev, on_cpu in bench_context(sizes, dev):
+            lines.append(
+                f"| {name} | {n:,} | {on_dev:,.0f} | {on_cpu:,.0f} | {on_dev / on_cpu:.2f}× |"
+            )
+        write(args.out, [*lines, ""])
+        train_fid = CASES[0][1]
+        lines += [
+            "",
+            f"## Episodic-PPO training: DR, the recurrent policy, RMA's teacher (`{train_fid}`)",
+            "",
+            "Env-steps/s of 3 PPO iterations of N worlds (one episode each, 10 epochs, 8 "
+            "minibatches; RMA: the teacher, its student's CPU rollouts excluded by a 1-step "
+            "budget): `engine='warp'` keeps the rollout (observations, noise, inputs, GRU "
+            "states, buffers) and the update on the device; the CPU engine runs torch on the "
+            "CPU.",
+            "",
+            "| trainer | N | Warp | CPU engine | ratio |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, n, on_dev, on_cpu in bench_episodic_training(train_fid, sizes, dev):
             lines.append(
                 f"| {name} | {n:,} | {on_dev:,.0f} | {on_cpu:,.0f} | {on_dev / on_cpu:.2f}× |"
             )

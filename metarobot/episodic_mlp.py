@@ -89,6 +89,8 @@ def train_ppo_mlp(
     nthread: int | None = None,
     hidden: Sequence[int] = (64, 64),
     settings: PPOSettings | None = None,
+    engine: str = "batch",
+    device: str | None = None,
     **meta: Any,
 ) -> Policy:
     """Train an MLP policy with episodic PPO on ``tasks`` (each episode draws one of them).
@@ -103,6 +105,9 @@ def train_ppo_mlp(
         nthread: Simulator threads.
         hidden: Hidden sizes of actor and critic.
         settings: PPO hyper-parameters.
+        engine: ``"batch"`` or ``"warp"`` (device-resident rollouts and updates on ``device``;
+            see :func:`~metarobot.ppo.train_episodic_ppo`).
+        device: The Warp device (``engine="warp"`` only).
         **meta: More metadata (e.g. ``task``).
 
     Returns:
@@ -126,6 +131,8 @@ def train_ppo_mlp(
         n_envs=n_envs,
         nthread=nthread,
         settings=settings,
+        engine=engine,
+        device=device,
     )
     info = {
         **base.meta,

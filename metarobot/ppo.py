@@ -31,14 +31,28 @@ from torch import nn
 
 from metarobot.context import TaskFeatures
 from metarobot.envs import Task, make_batched
-from metarobot.policies import RunningNorm
+from metarobot.policies import RunningNorm, resolve_device
 from metarobot.validation import check_int
 
-__all__ = ["LR_SCHEDULES", "EpisodicNet", "PPOSettings", "train_episodic_ppo"]
+#: On a device-resident engine, the host reads whether any world is alive every this many steps.
+_ALIVE_CHECK = 16
+
+__all__ = ["LR_SCHEDULES", "EpisodicNet", "PPOSettings", "cat_inputs", "train_episodic_ppo"]
 
 #: Learning-rate schedules of :class:`PPOSettings`: ``"constant"``, or ``"linear"`` from ``lr``
 #: at the first update to 0 at the end of the step budget (CleanRL's ``anneal_lr``).
 LR_SCHEDULES = ("constant", "linear")
+
+
+def cat_inputs(parts: Sequence[Any]) -> Any:
+    """Concatenate network-input parts along features: numpy arrays or torch tensors alike.
+
+    The CPU rollout builds inputs from numpy arrays and the device rollout from tensors on the
+    engine's device; :meth:`EpisodicNet.make_input` implementations use this for both.
+    """
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat([p.to(parts[0].dtype) for p in parts], dim=1)
+    return np.concatenate(parts, axis=1)
 
 
 class EpisodicNet(Protocol):
@@ -49,7 +63,11 @@ class EpisodicNet(Protocol):
     def make_input(
         self, obs: np.ndarray, prev_act: np.ndarray, prev_rew: np.ndarray, feats: np.ndarray
     ) -> np.ndarray:
-        """Network input ``[N, in]`` from normalized observations and context."""
+        """Network input ``[N, in]`` from normalized observations and context.
+
+        Inputs are numpy arrays, or torch tensors on the device of a device-resident engine
+        (see :func:`cat_inputs`).
+        """
 
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor | None = None
@@ -141,6 +159,8 @@ def train_episodic_ppo(
     norm: RunningNorm | None = None,
     freeze_norm: bool = False,
     on_batch: Callable[[int, float], bool] | None = None,
+    engine: str = "batch",
+    device: str | torch.device | None = None,
 ) -> tuple[RunningNorm, int, list[dict[str, float]]]:
     """Train ``net`` with PPO until the next iteration could exceed ``steps`` env steps.
 
@@ -162,6 +182,13 @@ def train_episodic_ppo(
         on_batch: Called with (iteration, mean return of the batch's episodes) after each
             rollout and before its update, so a caller can measure and snapshot the network
             that collected it; returning False stops before that update.
+        engine: ``"batch"`` (mujoco.batch on CPU threads) or ``"warp"``: MuJoCo Warp on
+            ``device``, where the rollout keeps observations, actions, noise, network inputs,
+            recurrent states and every per-step buffer on the device (one host copy of the
+            batch per rollout, one "anyone alive?" flag every 16 steps) and the network and its
+            update run there too; the network is moved back to the CPU at the end.
+        device: The Warp device (``"cuda"``, ``"cpu"``; default: CUDA when torch sees it);
+            only with ``engine="warp"``.
 
     Returns:
         The observation normalizer, the env steps used, and one log row per iteration.
@@ -178,7 +205,29 @@ def train_episodic_ppo(
     check_int("batch_steps", ps.batch_steps)
     if ps.bptt is not None:
         check_int("bptt", ps.bptt)
-    env = make_batched(env_id, list(tasks[:1]) * n_envs, autoreset_mode="disabled", nthread=nthread)
+    if engine not in ("batch", "warp"):
+        raise ValueError(f"engine must be one of ['batch', 'warp'], got {engine!r}")
+    if engine == "warp":
+        env = make_batched(
+            env_id,
+            list(tasks[:1]) * n_envs,
+            autoreset_mode="disabled",
+            engine="warp",
+            device=str(resolve_device("auto" if device is None else device)),
+        )
+        net_device = env.torch_device
+    else:
+        if device not in (None, "cpu") and torch.device(device).type != "cpu":
+            raise ValueError(
+                f"device must be None or 'cpu' for engine='batch', got {device!r} "
+                "(use engine='warp' to train on a GPU)"
+            )
+        env = make_batched(
+            env_id, list(tasks[:1]) * n_envs, autoreset_mode="disabled", nthread=nthread
+        )
+        net_device = torch.device("cpu")
+    net.to(net_device)  # type: ignore[attr-defined]
+    rollout = _rollout_device if engine == "warp" else _rollout
     horizon = int(env.max_episode_steps)
     obs_dim = int(env.single_observation_space.shape[0])
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6E0]))
@@ -194,7 +243,9 @@ def train_episodic_ppo(
                     group["lr"] = ps.lr * max(1.0 - used / steps, 0.0)
             parts = []
             while True:
-                part = _rollout(net, norm, env, tasks, rng, features, initial_state(n_envs))
+                h0 = initial_state(n_envs)
+                h0 = None if h0 is None else h0.to(net_device)
+                part = rollout(net, norm, env, tasks, rng, features, h0)
                 parts.append(part)
                 used += int(part["mask"].sum())
                 got = sum(int(p["mask"].sum()) for p in parts)
@@ -206,13 +257,14 @@ def train_episodic_ppo(
             if ps.scale_rewards:
                 batch = _scaled_rewards(batch, ret_stats, ps.gamma)
             adv, ret = _gae(batch, ps.gamma, ps.lam)
-            stats = _update(net, opt, batch, adv, ret, rng, ps, initial_state)
+            stats = _update(net, opt, batch, adv, ret, rng, ps, initial_state, net_device)
             if not freeze_norm:
                 norm.update(batch["raw_obs"][batch["mask"] > 0])
             it += 1
             log.append({"iteration": it, "env_steps": used, "return": batch["ret"], **stats})
     finally:
         env.close()
+        net.to("cpu")  # type: ignore[attr-defined]
     return norm, used, log
 
 
@@ -303,6 +355,119 @@ def _rollout(
     return out
 
 
+def _rollout_device(
+    net: EpisodicNet,
+    norm: RunningNorm,
+    env: Any,
+    tasks: Sequence[Task],
+    rng: np.random.Generator,
+    features: TaskFeatures | None,
+    h0: torch.Tensor | None,
+) -> dict[str, Any]:
+    """:func:`_rollout` on a device-resident engine (MuJoCo Warp): the same batch, as numpy.
+
+    Every per-step quantity stays on the engine's device: the action noise is drawn on the host
+    for the whole horizon up front (from the same generator, in the same order as the CPU
+    rollout: tasks, start seeds, noise), time-limit bootstraps are taken in one network call
+    after the loop from each world's final input and state, and the host reads one "anyone
+    alive?" flag every ``_ALIVE_CHECK`` steps. The filled buffers cross to the host once.
+    """
+    n = env.num_envs
+    dev = env.torch_device
+    horizon = int(env.max_episode_steps)
+    act_dim = int(env.single_action_space.shape[0])
+    idx = rng.integers(0, len(tasks), size=n)
+    batch_tasks = [tasks[int(i)] for i in idx]
+    feats_np = features.batch(batch_tasks) if features is not None else np.zeros((n, 1))
+    obs, _ = env.reset(
+        seed=[int(s) for s in rng.integers(0, 2**31 - 1, size=n)],
+        options={"tasks": batch_tasks},
+    )
+    noise = torch.as_tensor(
+        rng.standard_normal((horizon, n, act_dim)), dtype=torch.float32, device=dev
+    )
+
+    def f32(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)
+
+    feats = f32(feats_np)
+    mean_n, inv_n = f32(norm.mean), f32(1.0 / np.sqrt(norm.var + 1e-8))
+    low, high = f32(env.single_action_space.low), f32(env.single_action_space.high)
+    h = h0
+    prev_a = torch.zeros((n, act_dim), device=dev)
+    prev_r = torch.zeros(n, device=dev)
+    alive = torch.ones(n, dtype=torch.bool, device=dev)
+    x0 = net.make_input(torch.zeros_like(obs), prev_a, prev_r, feats)
+    xs = torch.zeros((horizon, n, x0.shape[1]), device=dev)
+    raws = torch.zeros((horizon, n, obs.shape[1]), device=dev)
+    acts = torch.zeros((horizon, n, act_dim), device=dev)
+    logps, vals, rews, masks = (torch.zeros((horizon, n), device=dev) for _ in range(4))
+    states = None if h is None else torch.zeros((horizon, *h.shape), device=dev)
+    # What a time-limited world's bootstrap value is computed from, kept as worlds time out.
+    timed_out = torch.zeros(n, dtype=torch.bool, device=dev)
+    last_x = torch.zeros_like(x0)
+    last_h = None if h is None else torch.zeros_like(h)
+    std = net.log_std.detach().exp()
+    log_norm = (net.log_std.detach() + 0.5 * math.log(2 * math.pi)).sum()
+    # no_grad, not inference_mode: the engine keeps tensors it made here for its next resets.
+    with torch.no_grad():
+        for t in range(horizon):
+            on = torch.clamp((obs - mean_n) * inv_n, -norm.clip, norm.clip)
+            xs[t] = net.make_input(on, prev_a, prev_r, feats)
+            if states is not None and h is not None:
+                states[t] = h  # this step's start state (rows left at 0: the zero state)
+            mu_t, v_t, h = net(xs[t][:, None], h)
+            if h is not None and states is None:  # a recurrent net started from None (zeros)
+                states = torch.zeros((horizon, *h.shape), device=dev)
+                last_h = torch.zeros_like(h)
+            mu, vals[t] = mu_t[:, 0], v_t[:, 0]
+            a = mu + std * noise[t]
+            logps[t] = -0.5 * (((a - mu) / std) ** 2).sum(-1) - log_norm
+            a_env = torch.minimum(torch.maximum(a, low), high)
+            raws[t] = obs
+            acts[t] = a
+            masks[t] = alive.float()
+            obs, r, term, trunc, _ = env.step(a_env)
+            r = r.float()
+            rews[t] = torch.where(alive, r, 0.0)
+            timeout = alive & trunc & ~term
+            on2 = torch.clamp((obs - mean_n) * inv_n, -norm.clip, norm.clip)
+            x2 = net.make_input(on2, a_env, r, feats)
+            last_x = torch.where(timeout[:, None], x2, last_x)
+            if h is not None and last_h is not None:
+                last_h = torch.where(timeout[None, :, None], h, last_h)
+            timed_out |= timeout
+            prev_a, prev_r = a_env, r
+            alive &= ~(term | trunc)
+            if (t + 1) % _ALIVE_CHECK == 0 and not bool(alive.any()):
+                break
+        _, v_last, _ = net(last_x[:, None], last_h)
+        boot = torch.where(timed_out, v_last[:, 0], 0.0)
+    m = masks.cpu().numpy()
+    alive_steps = np.flatnonzero(m.any(1))
+    t_used = int(alive_steps[-1]) + 1 if len(alive_steps) else 1
+
+    def world_major(a: torch.Tensor, dtype: Any = None) -> np.ndarray:  # [T, N, …] → [N, t, …]
+        out = np.ascontiguousarray(np.swapaxes(a[:t_used].cpu().numpy(), 0, 1))
+        return out if dtype is None else out.astype(dtype)
+
+    rew = world_major(rews, np.float64)
+    out = {
+        "x": world_major(xs),
+        "raw_obs": world_major(raws, np.float64),
+        "act": world_major(acts),
+        "logp": world_major(logps),
+        "val": world_major(vals),
+        "rew": rew,
+        "mask": world_major(masks),
+        "boot": boot.cpu().numpy().astype(np.float64),
+        "ret": float(rew.sum(1).mean()),
+    }
+    if states is not None:  # [T, layers, N, H] → [N, T, layers, H]
+        out["h"] = states[:t_used].cpu().numpy().transpose(2, 0, 1, 3)
+    return out
+
+
 def adam(params: Any, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
     """Adam with torch's fused kernel: one kernel for all parameters.
 
@@ -368,25 +533,26 @@ def _update(
     rng: np.random.Generator,
     ps: PPOSettings,
     initial_state: Callable[[int], torch.Tensor | None],
+    device: torch.device,
 ) -> dict[str, float]:
-    mask = torch.as_tensor(batch["mask"])
+    mask = torch.as_tensor(batch["mask"], device=device)
     lengths = mask.sum(1, keepdim=True).clamp_min(1.0)
     # Per-step weights: 1/length balances tasks; plain PPO weighs every step alike.
     weight = mask / lengths if ps.balance else mask
     valid = mask > 0
-    a_t = torch.as_tensor(adv, dtype=torch.float32)
+    a_t = torch.as_tensor(adv, dtype=torch.float32, device=device)
     a_t = (a_t - a_t[valid].mean()) / a_t[valid].std().clamp_min(1e-8) * mask
     seqs = {
-        "x": torch.as_tensor(batch["x"]),
-        "act": torch.as_tensor(batch["act"]),
-        "logp": torch.as_tensor(batch["logp"]),
-        "ret": torch.as_tensor(ret, dtype=torch.float32),
+        "x": torch.as_tensor(batch["x"], device=device),
+        "act": torch.as_tensor(batch["act"], device=device),
+        "logp": torch.as_tensor(batch["logp"], device=device),
+        "ret": torch.as_tensor(ret, dtype=torch.float32, device=device),
         "adv": a_t,
         "w": weight,
     }
     h0: torch.Tensor | None = None
     if ps.bptt is not None and "h" in batch:
-        seqs, h0 = _chunks(seqs, torch.as_tensor(batch["h"]), mask, ps.bptt)
+        seqs, h0 = _chunks(seqs, torch.as_tensor(batch["h"], device=device), mask, ps.bptt)
     n = seqs["x"].shape[0]
     groups = np.array_split(np.arange(n), min(ps.minibatches, n))  # never an empty group
     pg = vloss = torch.zeros(())
@@ -394,8 +560,12 @@ def _update(
     for _ in range(ps.epochs):
         perm = rng.permutation(n)
         for g in groups:
-            idx = torch.as_tensor(perm[g])
-            start = initial_state(len(g)) if h0 is None else h0[:, idx].contiguous()
+            idx = torch.as_tensor(perm[g], device=device)
+            if h0 is None:
+                start = initial_state(len(g))
+                start = None if start is None else start.to(device)
+            else:
+                start = h0[:, idx].contiguous()
             mu, v, _ = net(seqs["x"][idx], start)
             log_std = net.log_std
             logp = (

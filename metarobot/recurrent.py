@@ -32,7 +32,7 @@ from metarobot.envs import Task, task_split
 from metarobot.invariant import rowwise_gru_cell, rowwise_sequential
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
 from metarobot.policies import RunningNorm, make_policy
-from metarobot.ppo import PPOSettings, train_episodic_ppo
+from metarobot.ppo import PPOSettings, cat_inputs, train_episodic_ppo
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
 from metarobot.validation import check_int
@@ -77,7 +77,8 @@ class GRUActorCritic(nn.Module):
         self, obs: np.ndarray, prev_act: np.ndarray, prev_rew: np.ndarray, feats: np.ndarray
     ) -> np.ndarray:
         """``[normalized obs, previous action, previous reward]`` (task features unused)."""
-        return np.concatenate([obs, prev_act, np.asarray(prev_rew)[:, None]], axis=1)
+        rew = prev_rew if isinstance(prev_rew, torch.Tensor) else np.asarray(prev_rew)
+        return cat_inputs([obs, prev_act, rew[:, None]])
 
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor | None = None
@@ -399,6 +400,8 @@ def train_recurrent(
     hidden: int = 64,
     settings: PPOSettings | None = None,
     init_log_std: float = 0.0,
+    engine: str = "batch",
+    device: str | None = None,
 ) -> RecurrentPolicy:
     """Train a recurrent policy with episodic PPO across the family's training tasks.
 
@@ -413,6 +416,10 @@ def train_recurrent(
         hidden: GRU size.
         settings: PPO hyper-parameters (see :class:`~metarobot.ppo.PPOSettings`).
         init_log_std: Initial action log std.
+        engine: ``"batch"`` or ``"warp"``: rollouts on MuJoCo Warp with the GRU state, inputs
+            and buffers on ``device``, and the update there too (see
+            :func:`~metarobot.ppo.train_episodic_ppo`).
+        device: The Warp device (``engine="warp"`` only).
 
     Returns:
         The policy; ``meta["env_steps"]`` is the number of environment steps used.
@@ -429,7 +436,16 @@ def train_recurrent(
     net = GRUActorCritic(obs_dim, act_dim, hidden, init_log_std)
     net.init_weights(torch.Generator().manual_seed(seed))
     norm, used, log = train_episodic_ppo(
-        net, env_id, train, steps, seed=seed, n_envs=n_envs, nthread=nthread, settings=settings
+        net,
+        env_id,
+        train,
+        steps,
+        seed=seed,
+        n_envs=n_envs,
+        nthread=nthread,
+        settings=settings,
+        engine=engine,
+        device=device,
     )
     meta.update(env_steps=used, iterations=len(log), final_return=log[-1]["return"])
     cfg = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden": hidden}

@@ -40,7 +40,7 @@ from metarobot.envs import Task, make_batched, task_split
 from metarobot.invariant import rowwise_sequential
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
 from metarobot.policies import GaussianMLP, Policy, RunningNorm, make_policy
-from metarobot.ppo import PPOSettings, adam, train_episodic_ppo
+from metarobot.ppo import PPOSettings, adam, cat_inputs, train_episodic_ppo
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
 from metarobot.validation import check_int
@@ -430,7 +430,7 @@ class TeacherNet(nn.Module):
         self, obs: np.ndarray, prev_act: np.ndarray, prev_rew: np.ndarray, feats: np.ndarray
     ) -> np.ndarray:
         """``[normalized obs, privileged task features]``."""
-        return np.concatenate([obs, feats], axis=1)
+        return cat_inputs([obs, feats])
 
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor | None = None
@@ -459,6 +459,8 @@ def train_rma(
     student_epochs: int = 10,
     student_lr: float = 1e-3,
     settings: PPOSettings | None = None,
+    engine: str = "batch",
+    device: str | None = None,
 ) -> RMAPolicy:
     """Train an RMA policy: privileged PPO teacher, then the history student.
 
@@ -482,6 +484,10 @@ def train_rma(
         student_epochs: Regression epochs per student iteration.
         student_lr: Student Adam learning rate.
         settings: The teacher's PPO hyper-parameters (:class:`~metarobot.ppo.PPOSettings`).
+        engine: The teacher's simulator: ``"batch"`` or ``"warp"`` (device-resident rollouts
+            and updates on ``device``, see :func:`~metarobot.ppo.train_episodic_ppo`). The
+            student's rollouts (``student_steps``) run on the CPU engine either way.
+        device: The Warp device (``engine="warp"`` only).
 
     Returns:
         The deployed policy; ``meta["env_steps"]`` is the total environment steps used.
@@ -523,6 +529,8 @@ def train_rma(
         nthread=nthread,
         features=features,
         settings=settings,
+        engine=engine,
+        device=device,
     )
     _, phi, _ = _networks(cfg)
     with torch.no_grad():

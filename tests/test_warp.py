@@ -419,3 +419,58 @@ def test_warp_engine_names_bad_engines_and_what_it_cannot_fine_tune():
         metarobot.adapt_many(rec, REACHER, tasks, engine="gpu")
     with pytest.raises(ValueError, match="engine must be one of"):
         metarobot.MAML(REACHER, engine="gpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["domain_randomization", "recurrent", "rma"])
+def test_episodic_ppo_trains_on_warp_like_the_cpu_engine(method):
+    """DR, the recurrent policy (bptt from recorded GRU states) and RMA's teacher train with
+    device-resident rollouts; same seeds, same noise: the same training, up to float32."""
+    from metarobot.episodic_mlp import train_ppo_mlp
+    from metarobot.ppo import PPOSettings
+    from metarobot.recurrent import train_recurrent
+    from metarobot.rma import train_rma
+
+    tasks = me.task_split(REACHER)[0][:4]
+    ps = PPOSettings(minibatches=2, epochs=2, batch_steps=1, bptt=10)
+
+    def train(**engine):
+        if method == "domain_randomization":
+            return train_ppo_mlp(
+                REACHER, tasks, 800, seed=0, n_envs=4, hidden=(16, 16), settings=ps, **engine
+            )
+        if method == "recurrent":
+            return train_recurrent(
+                REACHER, steps=800, seed=0, tasks=tasks, n_envs=4, hidden=16, settings=ps, **engine
+            )
+        return train_rma(
+            REACHER,
+            teacher_steps=800,
+            student_steps=200,
+            seed=0,
+            tasks=tasks,
+            n_envs=4,
+            student_envs=4,
+            settings=ps,
+            **engine,
+        )
+
+    on_warp, on_cpu = train(engine="warp", device="cpu"), train()
+    key = "teacher_final_return" if method == "rma" else "final_return"
+    assert on_warp.meta["env_steps"] == on_cpu.meta["env_steps"]
+    assert abs(on_warp.meta[key] - on_cpu.meta[key]) < RTOL * (abs(on_cpu.meta[key]) + 1)
+    if method == "domain_randomization":  # the trained actors agree
+        obs = np.random.default_rng(0).normal(size=(8, on_cpu.obs_dim))
+        np.testing.assert_allclose(
+            on_warp.act(obs, deterministic=True), on_cpu.act(obs, deterministic=True), atol=1e-3
+        )
+
+
+def test_episodic_ppo_names_a_bad_engine_or_device():
+    from metarobot.episodic_mlp import train_ppo_mlp
+
+    tasks = me.task_split(REACHER)[0][:1]
+    with pytest.raises(ValueError, match=r"engine must be one of \['batch', 'warp'\]"):
+        train_ppo_mlp(REACHER, tasks, 400, engine="gpu")
+    with pytest.raises(ValueError, match="device must be None or 'cpu' for engine='batch'"):
+        train_ppo_mlp(REACHER, tasks, 400, device="cuda")
