@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import re
 import sys
 import types
 import typing
@@ -248,6 +249,13 @@ class ExperimentConfig:
         nthread: Simulator threads per unit (0: all cores).
         torch_threads: Torch threads per unit.
         budget_steps: Environment steps every trained method must fit in (unset: no limit).
+        engine: Simulator of training: ``"batch"`` (mujoco.batch on CPU threads) or
+            ``"warp"`` (MuJoCo Warp on ``device``: the meta-learners, RMA's teacher, the
+            recurrent policy and the episodic DR and oracles train with device-resident
+            rollouts and updates; SB3 experts and RMA's student stay on the CPU). Evaluation
+            always runs on the CPU engine, so scores are comparable across engines.
+        device: The Warp device with ``engine = "warp"``: ``"auto"`` (CUDA when torch sees
+            it, else Warp's CPU device), ``"cuda"``, ``"cuda:N"`` or ``"cpu"``.
         imports: Python modules to import first (families they register become usable).
         meta: The ``[meta]`` table (gradient meta-learners).
         baselines: The ``[baselines]`` table (PPO experts, DR, oracles).
@@ -265,6 +273,8 @@ class ExperimentConfig:
     nthread: int = 1
     torch_threads: int = 1
     budget_steps: int | None = None
+    engine: str = "batch"
+    device: str = "auto"
     imports: list[str] = field(default_factory=list)
     meta: MetaSection = field(default_factory=MetaSection)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
@@ -314,6 +324,14 @@ class ExperimentConfig:
             raise ValueError(
                 f"baselines.trainer must be one of {list(BASELINE_TRAINERS)}, "
                 f"got {self.baselines.trainer!r}"
+            )
+        if self.engine not in ("batch", "warp"):
+            raise ValueError(f"engine must be one of ['batch', 'warp'], got {self.engine!r}")
+        if self.device != "auto" and not (
+            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device)
+        ):
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
         if self.budget_steps is not None and self.budget_steps < 1:
             raise ValueError(f"budget_steps must be >= 1 (or left out), got {self.budget_steps}")

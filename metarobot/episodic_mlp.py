@@ -138,6 +138,7 @@ def train_ppo_mlp(
         **base.meta,
         "algorithm": method,
         "trainer": "episodic",
+        "engine": engine,
         "timesteps": steps,
         "env_steps": used,
         "final_return": log[-1]["return"],

@@ -447,6 +447,6 @@ def train_recurrent(
         engine=engine,
         device=device,
     )
-    meta.update(env_steps=used, iterations=len(log), final_return=log[-1]["return"])
+    meta.update(env_steps=used, iterations=len(log), final_return=log[-1]["return"], engine=engine)
     cfg = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden": hidden}
     return RecurrentPolicy(cfg, net, norm, meta)

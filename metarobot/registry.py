@@ -185,9 +185,18 @@ def meta_learner(name: str, env_id: str, **config: Any) -> MetaLearner:
     return spec.learner(env_id, **config)
 
 
+def _engine(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The simulator arguments of the episodic-PPO trainers (``engine``, ``device``)."""
+    if cfg.engine == "batch":
+        return {}
+    return {"engine": "warp", "device": None if cfg.device == "auto" else cfg.device}
+
+
 def _meta_kwargs(cfg: ExperimentConfig, name: str, seed: int) -> dict[str, Any]:
     m = cfg.meta
     over: dict[str, Any] = {"seed": seed, "device": "cpu", "nthread": cfg.nthread}
+    if cfg.engine == "warp":
+        over.update(engine="warp", device=cfg.device)
     if name == "reptile":
         over.update(
             inner_steps=m.reptile_inner_steps, outer_lr=m.reptile_lr, inner_lr=m.reptile_inner_lr
@@ -315,6 +324,7 @@ def _train_dr(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]
             nthread=cfg.nthread,
             hidden=tuple(cfg.meta.hidden),
             settings=_episodic_settings(cfg),
+            **_engine(cfg),
         ).save(path)
         return
     pol = baselines.train_domain_randomization(
@@ -373,6 +383,7 @@ def _train_one_oracle(cfg: ExperimentConfig, task: Any, ppo_seed: int) -> AnyPol
             hidden=tuple(cfg.meta.hidden),
             settings=_episodic_settings(cfg),
             task=task.to_json(),
+            **_engine(cfg),
         )
     return baselines.train_expert(
         cfg.family,
@@ -418,6 +429,7 @@ def _train_rma(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         history=r.history,
         reward_in_history=r.reward_in_history,
         settings=_episodic_settings(cfg),
+        **_engine(cfg),
     )
     pol.save(path)
 
@@ -446,6 +458,7 @@ def _train_rec(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
             scale_rewards=r.scale_rewards,
             lr_schedule=r.lr_schedule,
         ),
+        **_engine(cfg),
     )
     pol.save(path)
 

@@ -543,6 +543,7 @@ def train_rma(
         "algorithm": "rma",
         "teacher_steps": teacher_used,
         "teacher_final_return": log[-1]["return"],
+        "teacher_engine": engine,
         "feature_names": features.names,
     }
     policy = RMAPolicy(

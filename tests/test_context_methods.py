@@ -190,9 +190,7 @@ def test_save_load_gives_identical_actions_including_adapted_state(
 
 def test_recurrent_rounds_need_adam(rec_policy):
     with pytest.raises(ValueError, match="optimizer must be 'adam'"):
-        metarobot.adapt_many(
-            rec_policy, PENDULUM, task_split(PENDULUM)[1][:1], rounds=2, nthread=1
-        )
+        metarobot.adapt_many(rec_policy, PENDULUM, task_split(PENDULUM)[1][:1], rounds=2, nthread=1)
 
 
 def test_recurrent_rounds_fine_tune_the_gru(rec_policy):

@@ -474,3 +474,40 @@ def test_episodic_ppo_names_a_bad_engine_or_device():
         train_ppo_mlp(REACHER, tasks, 400, engine="gpu")
     with pytest.raises(ValueError, match="device must be None or 'cpu' for engine='batch'"):
         train_ppo_mlp(REACHER, tasks, 400, device="cuda")
+
+
+@pytest.mark.slow
+def test_a_table_trains_on_warp_and_evaluates_on_the_cpu_engine(tmp_path):
+    import metarobot
+    from metarobot.config import parse_config
+    from metarobot.experiment import run_experiment
+
+    cfg = parse_config(
+        {
+            "name": "warp-table",
+            "family": REACHER,
+            "methods": ["recurrent", "domain_randomization", "oracle"],
+            "engine": "warp",
+            "device": "cpu",
+            "baselines": {"trainer": "episodic", "dr_timesteps": 200, "oracle_timesteps": 200},
+            "rma": {"teacher_envs": 4},
+            "recurrent": {"steps": 200, "n_envs": 4, "hidden": 8},
+            "eval": {"ks": [0], "seeds": [0], "episodes": 1, "n_test_tasks": 1},
+        }
+    )
+    res = run_experiment(cfg, tmp_path / "out", progress=False)
+    assert {r["method"] for r in res["records"]} == {"recurrent", "domain_randomization", "oracle"}
+    assert all(np.isfinite(r["return"]) for r in res["records"])
+    ck = tmp_path / "out" / "checkpoints"
+    for unit in ("recurrent-s0", "domain_randomization-s0", "oracle-t0-s0"):
+        assert metarobot.load(ck / f"{unit}.pt").meta["engine"] == "warp"
+
+
+def test_table_engine_and_device_are_checked():
+    from metarobot.config import parse_config
+
+    base = {"name": "t", "family": REACHER, "methods": ["oracle"]}
+    with pytest.raises(ValueError, match=r"engine must be one of \['batch', 'warp'\], got 'gpu'"):
+        parse_config({**base, "engine": "gpu"})
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        parse_config({**base, "engine": "warp", "device": "tpu"})
