@@ -190,6 +190,15 @@ _UPDATE_FUNCS = {
     ("ppo.py", "train"),  # SB3's PPO.train
     ("maml.py", "outer_step"),
 }
+#: The network's own gradient work inside an update: module calls, backward, the optimizer step.
+_NET_FUNCS = {
+    ("module.py", "_wrapped_call_impl"),
+    ("module.py", "_call_impl"),
+    ("_tensor.py", "backward"),
+    ("optimizer.py", "wrapper"),
+}
+#: Updates whose network work is split out (metarobot's episodic PPO and RMA's student fit).
+_NET_SPLIT = {("ppo.py", "_update"), ("rma.py", "_fit_student")}
 
 
 def _key(func: tuple[str, int, str]) -> tuple[str, str]:
@@ -217,8 +226,16 @@ def profile_split(stats: pstats.Stats) -> dict[str, float]:
                 if caller == f
             )
             upd += v[3] - inner
+    net = sum(
+        c[3]
+        for f, v in st.items()
+        if _key(f) in _NET_FUNCS
+        for caller, c in v[4].items()
+        if _key(caller) in _NET_SPLIT
+    )
     rest = max(0.0, total - sim - fwd - upd)
-    return {"total": total, "simulate": sim, "forward": fwd, "update": upd, "rest": rest}
+    out = {"total": total, "simulate": sim, "forward": fwd, "update": upd, "rest": rest}
+    return {**out, "update_net": net} if net > 0 else out
 
 
 # ----------------------------------------------------------------------------- one process
@@ -303,6 +320,14 @@ def report(results: dict[str, list[dict]], pairs: dict[str, dict[str, float]], a
         "update = gradient work (PPO, student regression, MAML's meta-update), rest = Python "
         "and numpy overhead of rollouts and bookkeeping.",
         "",
+        "*Update net* is the part of the update spent in the network itself (forward calls, "
+        "backward, the optimizer step) at the trainer's recipe (epochs × minibatches per "
+        "batch); the rest of the update is losses, indexing and gradient clipping. *Ceiling* "
+        "is the fraction of the simulator a trainer could reach if nothing but the simulation "
+        "and that network work took time, simulate / (simulate + update net): a goal above it "
+        "cannot be met at this recipe by making the code faster, only by less gradient work "
+        "per env step (fewer epochs, bigger minibatches) or faster kernels.",
+        "",
     ]
     for fid, rows in results.items():
         sb3 = next((r for r in rows if r["name"] == "sb3_ppo"), None)
@@ -310,18 +335,25 @@ def report(results: dict[str, list[dict]], pairs: dict[str, dict[str, float]], a
             f"## {fid}",
             "",
             "| trainer | env steps | s | env-steps/s | of sim | simulate | forward | update "
-            "| rest | goal |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| update net | rest | ceiling | goal |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in rows:
             frac = r["rate"] / r["sim_rate"]
             sp = r.get("split")
             shares = (
-                [f"{sp[k] / sp['total']:.0%}" for k in ("simulate", "forward", "update", "rest")]
+                [f"{sp[k] / sp['total']:.0%}" for k in ("simulate", "forward", "update")]
+                + [f"{sp['update_net'] / sp['total']:.0%}" if "update_net" in sp else "—"]
+                + [f"{sp['rest'] / sp['total']:.0%}"]
+                + [
+                    f"{sp['simulate'] / (sp['simulate'] + sp['update_net']):.2f}"
+                    if "update_net" in sp
+                    else "—"
+                ]
                 if sp
-                else ["100%", "—", "—", "—"]
+                else ["100%", "—", "—", "—", "—", "—"]
                 if r["name"] == "sim"
-                else ["—"] * 4
+                else ["—"] * 6
             )
             goal = _goal_text(r["name"], frac, sb3["rate"] if sb3 else None, r["rate"])
             lines.append(

@@ -104,3 +104,18 @@ def test_train_probe_trains_a_method_as_a_table_does_with_one_setting_changed(tm
         probe.train_as_table("domain_randomization", table, ["dr_timesteps=400"], 0)
     with pytest.raises(ValueError, match=r"rma\.lr_schedule must be one of"):
         probe.train_as_table("domain_randomization", table, ['rma.lr_schedule="cos"'], 0)
+
+
+def test_bench_train_splits_out_the_network_work_of_the_update(tmp_path):
+    bench = _script("bench_train")
+    out = tmp_path / "bench.md"
+    args = ["--families", "InvertedPendulumRandParams", "--trainers", "dr", "--workers", "1"]
+    bench.main([*args, "--steps", "1600", "--envs", "4", "--out", str(out)])
+    split = bench.json.loads(out.with_suffix(".json").read_text())
+    row = split["steps=1600 envs=4 seed=0"]["metarobot/InvertedPendulumRandParams-v0"]
+    sp = row["singles"]["dr"]["split"]
+    # The network's forward, backward and Adam step are a part of the update, never all of it.
+    assert 0 < sp["update_net"] < sp["update"] <= sp["total"]
+    line = next(x for x in out.read_text().splitlines() if x.startswith("| episodic PPO"))
+    ceiling = float(line.split("|")[11])
+    assert 0 < ceiling <= 1
