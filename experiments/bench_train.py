@@ -302,6 +302,19 @@ def _goal_text(name: str, frac: float, sb3_rate: float | None, rate: float) -> s
     return "; ".join(parts) or "—"
 
 
+def _share_cells(row: dict) -> list[str]:
+    """The profile columns of one row: shares of its time, and its ceiling where it has one."""
+    sp = row.get("split")
+    if not sp:
+        return ["100%", *["—"] * 5] if row["name"] == "sim" else ["—"] * 6
+    cells = [f"{sp[k] / sp['total']:.0%}" for k in ("simulate", "forward", "update")]
+    net = sp.get("update_net")
+    cells.append(f"{net / sp['total']:.0%}" if net else "—")
+    cells.append(f"{sp['rest'] / sp['total']:.0%}")
+    cells.append(f"{sp['simulate'] / (sp['simulate'] + net):.2f}" if net else "—")
+    return cells
+
+
 def report(results: dict[str, list[dict]], pairs: dict[str, dict[str, float]], args) -> str:
     """The Markdown page."""
     lines = [
@@ -340,21 +353,7 @@ def report(results: dict[str, list[dict]], pairs: dict[str, dict[str, float]], a
         ]
         for r in rows:
             frac = r["rate"] / r["sim_rate"]
-            sp = r.get("split")
-            shares = (
-                [f"{sp[k] / sp['total']:.0%}" for k in ("simulate", "forward", "update")]
-                + [f"{sp['update_net'] / sp['total']:.0%}" if "update_net" in sp else "—"]
-                + [f"{sp['rest'] / sp['total']:.0%}"]
-                + [
-                    f"{sp['simulate'] / (sp['simulate'] + sp['update_net']):.2f}"
-                    if "update_net" in sp
-                    else "—"
-                ]
-                if sp
-                else ["100%", "—", "—", "—", "—", "—"]
-                if r["name"] == "sim"
-                else ["—"] * 6
-            )
+            shares = _share_cells(r)
             goal = _goal_text(r["name"], frac, sb3["rate"] if sb3 else None, r["rate"])
             lines.append(
                 f"| {LABELS[r['name']]} | {r['steps']:,} | {r['wall']:.1f} | {r['rate']:,.0f} "

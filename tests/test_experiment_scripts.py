@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_bench_train_splits_out_the_network_work_of_the_update(tmp_path):
     out = tmp_path / "bench.md"
     args = ["--families", "InvertedPendulumRandParams", "--trainers", "dr", "--workers", "1"]
     bench.main([*args, "--steps", "1600", "--envs", "4", "--out", str(out)])
-    split = bench.json.loads(out.with_suffix(".json").read_text())
+    split = json.loads(out.with_suffix(".json").read_text())
     row = split["steps=1600 envs=4 seed=0"]["metarobot/InvertedPendulumRandParams-v0"]
     sp = row["singles"]["dr"]["split"]
     # The network's forward, backward and Adam step are a part of the update, never all of it.
