@@ -30,6 +30,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import mujoco
@@ -294,35 +295,14 @@ def write(out: Path | None, lines: list[str]) -> None:
     out.write_text(text)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda", help="'cuda', 'cuda:N' or 'cpu' (Warp's CPU)")
-    ap.add_argument("--worlds", type=str, default=None, help="comma-separated world counts")
-    ap.add_argument("--steps", type=int, default=None, help="timed vector steps per point")
-    ap.add_argument("--cpu-max-worlds", type=int, default=1024, help="largest CPU-engine run")
-    ap.add_argument("--adapt-sizes", type=str, default=None, help="comma-separated N")
-    ap.add_argument("--no-adapt", action="store_true", help="skip the adapt_many section")
-    ap.add_argument("--note", type=str, default="", help="a paragraph written under the header")
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    dev = resolve_device(args.device)  # ValueError naming the device if this machine lacks it
+SECTIONS = ("engine", "adapt", "context", "train", "maml")
+
+
+def section_engine(args: argparse.Namespace, dev: str, lines: list[str]) -> None:
+    """Vector-step throughput of the Warp engine (and the CPU engine) for each robot."""
     kind = "cuda" if dev.startswith("cuda") else "cpu"
     worlds = [int(x) for x in args.worlds.split(",")] if args.worlds else DEFAULT_WORLDS[kind]
     steps = args.steps or (200 if kind == "cuda" else 20)
-    torch.manual_seed(0)
-
-    lines = header(command, dev)
-    if kind == "cpu":
-        lines += [
-            "**No GPU was lent for this run: these are figures of Warp's CPU device, the "
-            "correctness machine of the test suite, not of the engine's target. The GPU figures "
-            "(1k … 16k worlds) are still to be measured, with `python experiments/bench_gpu.py "
-            "--device cuda --out experiments/results/bench_gpu.md`.**",
-            "",
-        ]
-    if args.note:
-        lines += [args.note, ""]
     lines += [
         'Env-steps/s of `make_batched(id, tasks, engine="warp", device=...)` on mass-randomized '
         "training tasks: **step** = full vector steps (torch actions in, observations, rewards "
@@ -331,10 +311,9 @@ def main() -> None:
         "(N·H / (H·t_step + t_reset); resets run the family's own code on the host). "
         "CPU engine = `make_batched(id, tasks)` (`mujoco.batch`, all cores), same actions. "
         "First use = construction, reset and 3 steps; it includes MuJoCo Warp's kernel "
-        "compilation only when Warp's kernel cache is cold (then tens of seconds on a CPU).",
+        "compilation only when Warp's kernel cache is cold.",
         "",
     ]
-    write(args.out, lines)
     for robot, fid in CASES:
         lines += [
             f"## {robot} (`{fid}`)",
@@ -373,79 +352,151 @@ def main() -> None:
                 f"(best {max(big):,.0f}).",
                 "",
             ]
-        write(args.out, lines)
 
+
+def _adapt_sizes(args: argparse.Namespace, dev: str) -> list[int]:
+    if args.adapt_sizes:
+        return [int(x) for x in args.adapt_sizes.split(",")]
+    return DEFAULT_ADAPT["cuda" if dev.startswith("cuda") else "cpu"]
+
+
+def section_adapt(args: argparse.Namespace, dev: str, lines: list[str]) -> None:
+    """``adapt_many`` on the Warp engine against the CPU loop."""
+    fid = CASES[0][1]
+    lines += [
+        f"## `adapt_many` throughput (`{fid}`, K=1 episode, S=1 gradient step)",
+        "",
+        f"Adaptations/s (K = 1 episode, S = 1 gradient step, safeguard on): "
+        f"`adapt_many(..., engine='warp', device='{dev}')` (episodes, gradient steps and "
+        "validation episodes on the device) against the CPU loop (CPU engine, torch on the "
+        "CPU). Target on an H100/H200: ≥ 20× at N = 256.",
+        "",
+        "| N | Warp | CPU loop | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n, on_dev, on_cpu in bench_adapt(fid, _adapt_sizes(args, dev), dev):
+        lines.append(f"| {n:,} | {on_dev:.2f} | {on_cpu:.2f} | {on_dev / on_cpu:.2f}× |")
+    lines.append("")
+
+
+def section_context(args: argparse.Namespace, dev: str, lines: list[str]) -> None:
+    """Evaluation episodes of RMA and the recurrent policy on Warp against the CPU engine."""
+    lines += [
+        "## RMA and the recurrent policy: evaluation episodes",
+        "",
+        "Env-steps/s of one deterministic 200-step episode per world of the committed "
+        "HalfCheetahPhysical 1M policies (`episode_returns`): on Warp their device actors "
+        "keep RMA's history and latent and the GRU state on the device; the CPU engine runs "
+        "their row-invariant float64 actors (all cores).",
+        "",
+        "| policy | N | Warp | CPU engine | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, n, on_dev, on_cpu in bench_context(_adapt_sizes(args, dev), dev):
+        lines.append(f"| {name} | {n:,} | {on_dev:,.0f} | {on_cpu:,.0f} | {on_dev / on_cpu:.2f}× |")
+    lines.append("")
+
+
+def section_train(args: argparse.Namespace, dev: str, lines: list[str]) -> None:
+    """Episodic-PPO training (DR, recurrent, RMA's teacher) on Warp against the CPU engine."""
+    fid = CASES[0][1]
+    lines += [
+        f"## Episodic-PPO training: DR, the recurrent policy, RMA's teacher (`{fid}`)",
+        "",
+        "Env-steps/s of 3 PPO iterations of N worlds (one episode each, 10 epochs, 8 "
+        "minibatches; RMA: the teacher, its student's CPU rollouts excluded by a 1-step "
+        "budget): `engine='warp'` keeps the rollout (observations, noise, inputs, GRU "
+        "states, buffers) and the update on the device; the CPU engine runs torch on the "
+        "CPU.",
+        "",
+        "| trainer | N | Warp | CPU engine | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, n, on_dev, on_cpu in bench_episodic_training(fid, _adapt_sizes(args, dev), dev):
+        lines.append(f"| {name} | {n:,} | {on_dev:,.0f} | {on_cpu:,.0f} | {on_dev / on_cpu:.2f}× |")
+    lines.append("")
+
+
+def section_maml(args: argparse.Namespace, dev: str, lines: list[str]) -> None:
+    """One MAML meta-training iteration on each engine."""
+    vel = "metarobot/HalfCheetahVel-v0"
+    lines += [
+        f"## One MAML meta-training iteration (`{vel}`, meta-batch 20, 2 + 2 episodes)",
+        "",
+        "| engine | seconds per iteration |",
+        "|---|---:|",
+    ]
+    for name, sec in bench_meta_iteration(vel, dev, 20):
+        lines.append(f"| {name} | {sec:.2f} |")
+    lines.append("")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda", help="'cuda', 'cuda:N' or 'cpu' (Warp's CPU)")
+    ap.add_argument("--worlds", type=str, default=None, help="comma-separated world counts")
+    ap.add_argument("--steps", type=int, default=None, help="timed vector steps per point")
+    ap.add_argument("--cpu-max-worlds", type=int, default=1024, help="largest CPU-engine run")
+    ap.add_argument("--adapt-sizes", type=str, default=None, help="comma-separated N")
+    ap.add_argument(
+        "--sections",
+        type=str,
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, in this order, from {', '.join(SECTIONS)}",
+    )
+    ap.add_argument("--no-adapt", action="store_true", help="run the engine section only")
+    ap.add_argument("--note", type=str, default="", help="a paragraph written under the header")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"--sections: unknown {unknown}; allowed: {', '.join(SECTIONS)}")
     if args.no_adapt:
-        lines += ["`adapt_many` section skipped (`--no-adapt`).", ""]
-    else:
-        sizes = (
-            [int(x) for x in args.adapt_sizes.split(",")]
-            if args.adapt_sizes
-            else DEFAULT_ADAPT[kind]
-        )
-        fid = CASES[0][1]
+        sections = [s for s in sections if s == "engine"]
+    dev = resolve_device(args.device)  # ValueError naming the device if this machine lacks it
+    torch.manual_seed(0)
+
+    lines = header(command, dev)
+    if not dev.startswith("cuda"):
         lines += [
-            f"## `adapt_many` throughput (`{fid}`, K=1 episode, S=1 gradient step)",
+            "**No GPU was lent for this run: these are figures of Warp's CPU device, the "
+            "correctness machine of the test suite, not of the engine's target. The GPU figures "
+            "(1k … 16k worlds) are still to be measured, with `python experiments/bench_gpu.py "
+            "--device cuda --out experiments/results/bench_gpu.md`.**",
             "",
-            f"Adaptations/s (K = 1 episode, S = 1 gradient step, safeguard on): "
-            f"`adapt_many(..., engine='warp', device='{dev}')` (episodes, gradient steps and "
-            "validation episodes on the device) against the CPU loop (CPU engine, torch on the "
-            "CPU). Target on an H100/H200: ≥ 20× at N = 256.",
-            "",
-            "| N | Warp | CPU loop | ratio |",
-            "|---:|---:|---:|---:|",
         ]
-        for n, on_dev, on_cpu in bench_adapt(fid, sizes, dev):
-            lines.append(f"| {n:,} | {on_dev:.2f} | {on_cpu:.2f} | {on_dev / on_cpu:.2f}× |")
-        write(args.out, [*lines, ""])
-        lines += [
-            "",
-            "## RMA and the recurrent policy: evaluation episodes",
-            "",
-            "Env-steps/s of one deterministic 200-step episode per world of the committed "
-            "HalfCheetahPhysical 1M policies (`episode_returns`): on Warp their device actors "
-            "keep RMA's history and latent and the GRU state on the device; the CPU engine runs "
-            "their row-invariant float64 actors (all cores).",
-            "",
-            "| policy | N | Warp | CPU engine | ratio |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for name, n, on_dev, on_cpu in bench_context(sizes, dev):
-            lines.append(
-                f"| {name} | {n:,} | {on_dev:,.0f} | {on_cpu:,.0f} | {on_dev / on_cpu:.2f}× |"
-            )
-        write(args.out, [*lines, ""])
-        train_fid = CASES[0][1]
-        lines += [
-            "",
-            f"## Episodic-PPO training: DR, the recurrent policy, RMA's teacher (`{train_fid}`)",
-            "",
-            "Env-steps/s of 3 PPO iterations of N worlds (one episode each, 10 epochs, 8 "
-            "minibatches; RMA: the teacher, its student's CPU rollouts excluded by a 1-step "
-            "budget): `engine='warp'` keeps the rollout (observations, noise, inputs, GRU "
-            "states, buffers) and the update on the device; the CPU engine runs torch on the "
-            "CPU.",
-            "",
-            "| trainer | N | Warp | CPU engine | ratio |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for name, n, on_dev, on_cpu in bench_episodic_training(train_fid, sizes, dev):
-            lines.append(
-                f"| {name} | {n:,} | {on_dev:,.0f} | {on_cpu:,.0f} | {on_dev / on_cpu:.2f}× |"
-            )
-        write(args.out, [*lines, ""])
-        vel = "metarobot/HalfCheetahVel-v0"
-        lines += [
-            "",
-            f"## One MAML meta-training iteration (`{vel}`, meta-batch 20, 2 + 2 episodes)",
-            "",
-            "| engine | seconds per iteration |",
-            "|---|---:|",
-        ]
-        for name, sec in bench_meta_iteration(vel, dev, 20):
-            lines.append(f"| {name} | {sec:.2f} |")
-        lines.append("")
+    if args.note:
+        lines += [args.note, ""]
     write(args.out, lines)
+    runners = {
+        "engine": section_engine,
+        "adapt": section_adapt,
+        "context": section_context,
+        "train": section_train,
+        "maml": section_maml,
+    }
+    failed = []
+    for name in sections:
+        start = len(lines)
+        try:
+            runners[name](args, dev, lines)
+        except Exception as exc:  # one section's failure must not cost the others' figures
+            traceback.print_exc()
+            failed.append(name)
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            lines += [
+                "",
+                f"**Section `{name}` failed on this run** (rows above it in this section were "
+                f"measured): `{type(exc).__name__}: {first}`",
+                "",
+            ]
+        print(f"section {name}: {'failed' if name in failed else 'done'} "
+              f"({len(lines) - start} lines)", flush=True)  # fmt: skip
+        write(args.out, lines)
+    if failed:
+        raise SystemExit(f"bench_gpu: sections failed: {', '.join(failed)} (see the tracebacks)")
 
 
 if __name__ == "__main__":
