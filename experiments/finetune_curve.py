@@ -3,7 +3,8 @@
 For each method's shipped checkpoint (and a freshly initialized policy, ``scratch``), every
 budget E of fine-tuning episodes and every seed, the held-out tasks of a family are fine-tuned
 with ``metarobot.adapt_many`` — ``rounds = E / K`` rounds of {K episodes with the current policy,
-S Adam steps of PPO's clipped surrogate}, the best round kept, the safeguard on — and the
+S Adam steps of PPO's clipped surrogate, or with ``--algorithm sac`` soft actor-critic steps on
+a replay buffer of every round's episodes}, the best round kept, the safeguard on — and the
 result is scored on separate evaluation episodes (mean action). Each budget is a fresh call,
 so each point is what a user gets from ``adapt(..., episodes=K, rounds=E/K)``. Scores are
 normalized per task as in the tables: ``(R − R_random) / (R_oracle − R_random)``, with the
@@ -39,6 +40,7 @@ from metarobot.adaptation import adapt_many
 from metarobot.envs import task_split
 from metarobot.evaluation import aggregate, evaluation_returns, random_returns
 from metarobot.provenance import command_line, provenance_lines
+from metarobot.sac import SACSettings
 
 FIELDS = ["method", "seed", "episodes", "task", "return", "score", "accepted", "seconds"]
 
@@ -72,6 +74,29 @@ def start_policy(
     return metarobot.load(path)
 
 
+def fine_tuning_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``adapt_many`` options of the chosen algorithm (beside episodes, rounds and lr)."""
+    if args.algorithm == "sac":
+        return {"algorithm": "sac", "sac": SACSettings(utd=args.utd)}
+    return {"steps": args.steps, "optimizer": "adam"}
+
+
+def update_text(args: argparse.Namespace) -> str:
+    """How each round updates the policy, for the report."""
+    k = args.episodes_per_round
+    if args.algorithm == "sac":
+        return (
+            f"`adapt_many(episodes={k}, rounds=E/{k}, algorithm='sac', lr={args.lr}, "
+            f"sac=SACSettings(utd={args.utd:g}))`: soft actor-critic, every round's episodes "
+            f"in a replay buffer per task, {args.utd:g} gradient step(s) per environment step "
+            "of a round, fresh twin critics fitted alone in round 1"
+        )
+    return (
+        f"`adapt_many(episodes={k}, rounds=E/{k}, steps={args.steps}, lr={args.lr}, "
+        "optimizer='adam')`"
+    )
+
+
 def read_done(path: Path) -> list[dict[str, Any]]:
     """Rows already written (empty if the file does not exist)."""
     if not path.exists():
@@ -90,7 +115,20 @@ def main() -> None:
     p.add_argument("--episodes-per-round", type=int, default=5, help="K")
     p.add_argument("--steps", type=int, default=10, help="Adam steps per round (epochs)")
     p.add_argument(
-        "--lr", type=float, default=1e-3, help="Adam step size (chosen on training tasks)"
+        "--lr",
+        type=float,
+        default=None,
+        help="step size (chosen on training tasks; default: PPO's Adam 1e-3, SAC's 3e-4)",
+    )
+    p.add_argument(
+        "--algorithm",
+        choices=["ppo", "sac"],
+        default="ppo",
+        help="fine-tuning rounds: PPO (--steps Adam epochs per round) or SAC (off-policy, every "
+        "round's episodes kept in a replay buffer; MLP policies only)",
+    )
+    p.add_argument(
+        "--utd", type=float, default=1.0, help="SAC: gradient steps per environment step"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tasks", type=int, default=5, help="first N held-out tasks (as the table)")
@@ -112,6 +150,8 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="output prefix (.csv, .md, .png)")
     args = p.parse_args()
+    if args.lr is None:
+        args.lr = 1e-3 if args.algorithm == "ppo" else 3e-4
     k = args.episodes_per_round
     if k < 1 or any(b < 0 or b % k for b in args.budgets):
         raise ValueError(f"--budgets must be multiples of --episodes-per-round ({k}) and >= 0")
@@ -149,12 +189,11 @@ def main() -> None:
                     tasks,
                     episodes=k,
                     rounds=budget // k,
-                    steps=args.steps,
                     lr=args.lr,
-                    optimizer="adam",
                     seed=1_000 * seed,
                     device="cpu",
                     nthread=1,
+                    **fine_tuning_options(args),
                 )
                 accepted = [str(bool(t.meta["adapted"]["accepted"])) for t in tuned]
             rets = evaluation_returns(
@@ -212,8 +251,8 @@ def report(
             "training tasks × "
         )
         + f"{len(args.seeds)} seeds after E episodes of fine-tuning in each task: "
-        f"`adapt_many(episodes={args.episodes_per_round}, rounds=E/{args.episodes_per_round}, "
-        f"steps={args.steps}, lr={args.lr}, optimizer='adam')`, each environment keeping its "
+        + update_text(args)
+        + ", each environment keeping its "
         "best round (`keep='best'`: the round whose own episodes scored highest, the start "
         "included; K more episodes measure the last update), then the safeguard (its "
         "validation episodes come on top of E). "

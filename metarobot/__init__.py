@@ -17,6 +17,7 @@ from metarobot.learners import MAML, MetaConfig, MetaLearner, MetaSGD, Reptile, 
 from metarobot.policies import Policy
 from metarobot.recurrent import RecurrentPolicy, train_recurrent
 from metarobot.rma import RMAPolicy, train_rma
+from metarobot.sac import SACSettings
 from metarobot.stateful import StatefulPolicy
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "RMAPolicy",
     "RecurrentPolicy",
     "Reptile",
+    "SACSettings",
     "StatefulPolicy",
     "__version__",
     "adapt",

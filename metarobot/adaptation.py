@@ -20,6 +20,7 @@ exactly what N sequential ``adapt`` calls return (task i uses seed ``seed + i``)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,6 +44,8 @@ from metarobot.rollout import (
     episode_env,
     episode_returns,
 )
+from metarobot.sac import SACFineTuner, SACSettings
+from metarobot.stacked import StackedAdam
 from metarobot.stateful import StatefulPolicy
 from metarobot.validation import check_int
 
@@ -102,36 +105,6 @@ def _step_sizes(policy: Policy, lr: float | None, device: torch.device) -> Param
     return {k: torch.full_like(v, val, device=device) for k, v in policy.params.items()}
 
 
-class _StackedAdam:
-    """Adam (Kingma & Ba, 2015; torch's defaults) on N stacked parameter sets at once.
-
-    Every operation is element-wise, so stacking the N environments' parameters along a leading
-    dimension updates each set exactly as its own Adam would.
-    """
-
-    def __init__(
-        self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
-    ) -> None:
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.t = 0
-        self.m: Params = {}
-        self.v: Params = {}
-
-    def step(self, params: Params, grads: Params) -> Params:
-        """One Adam step; returns the new parameters (the inputs are not modified)."""
-        b1, b2 = self.betas
-        self.t += 1
-        out: Params = {}
-        for key, p in params.items():
-            g = grads[key]
-            self.m[key] = b1 * self.m.get(key, torch.zeros_like(g)) + (1 - b1) * g
-            self.v[key] = b2 * self.v.get(key, torch.zeros_like(g)) + (1 - b2) * g * g
-            m_hat = self.m[key] / (1 - b1**self.t)
-            v_hat = self.v[key] / (1 - b2**self.t)
-            out[key] = p - self.lr * m_hat / (torch.sqrt(v_hat) + self.eps)
-        return out
-
-
 def _default_steps(policy: Policy, steps: int | None) -> int:
     if steps is None:
         steps = int(policy.meta.get("inner_steps", 1))
@@ -150,6 +123,8 @@ DEFAULT_ADAM_LR = 3e-4
 DEFAULT_RECURRENT_EPOCHS = 10
 #: Optimizers of the MLP update: plain (meta-learned) steps, or Adam across rounds.
 OPTIMIZERS = ("sgd", "adam")
+#: Fine-tuning algorithms of MLP policies: on-policy PPO rounds, or off-policy SAC rounds.
+ALGORITHMS = ("ppo", "sac")
 #: Seed offset between consecutive fine-tuning rounds (round r of task i: seed + i + r·this),
 #: far from the validation offset so no two episode streams coincide.
 ROUND_SEED_STRIDE = 1_000_003
@@ -178,6 +153,8 @@ def adapt_many(
     optimizer: str = "sgd",
     keep: str = "best",
     progress: bool = False,
+    algorithm: str = "ppo",
+    sac: SACSettings | None = None,
 ) -> list[AnyPolicy] | tuple[list[AnyPolicy], EpisodeBatch | None]:
     """Adapt one policy to N environments at once.
 
@@ -243,6 +220,13 @@ def adapt_many(
             episodes measure the last update), so later rounds cannot undo what earlier ones
             gained; ``"final"`` keeps the last update. The safeguard then judges that choice.
         progress: Show a progress bar over rounds.
+        algorithm: ``"ppo"`` (the rounds above) or ``"sac"``: MLP policies only, CPU engine:
+            each round's episodes go to a replay buffer per environment and soft actor-critic
+            (:mod:`metarobot.sac`) takes ``sac.utd · K · H`` gradient steps per round on twin
+            Q-functions, the policy and its temperature; the first ``sac.warmup_rounds`` rounds
+            fit only the critics. ``lr`` (if given) replaces ``sac.lr``; ``steps`` and
+            ``optimizer`` do not apply. ``keep`` and the safeguard work as for PPO.
+        sac: SAC's settings (default :class:`~metarobot.sac.SACSettings`).
 
     Returns:
         N adapted policies (and the episodes when ``return_batch``). Each has
@@ -262,6 +246,13 @@ def adapt_many(
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if keep not in ("best", "final"):
         raise ValueError(f"keep must be 'best' or 'final', got {keep!r}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
+    if algorithm == "sac" and (not isinstance(policy, Policy) or engine != "batch"):
+        raise ValueError(
+            "algorithm='sac' fine-tunes MLP policies on the CPU engine (engine='batch'), got "
+            f"{type(policy).__name__} with engine={engine!r}"
+        )
     if r > 1 and isinstance(policy, RecurrentPolicy) and engine != "batch":
         raise ValueError(
             f"engine={engine!r} adapts recurrent policies with rounds=1 (their PPO fine-tuning "
@@ -301,7 +292,18 @@ def adapt_many(
     seeds: list[int | None] = [None] * n if seed is None else [int(seed) + i for i in range(n)]
     batch: EpisodeBatch | None = None
     candidates: list[AnyPolicy]
-    if isinstance(policy, RMAPolicy) and r > 1:
+    if algorithm == "sac":
+        settings = sac or SACSettings()
+        if lr is not None:
+            settings = dataclasses.replace(settings, lr=_positive_lr(lr))
+        candidates, batch = _sac_candidates(
+            policy, env_id, tasks, k, r, seeds, nthread, keep, progress, settings
+        )
+        what = (
+            f"{r} rounds of SAC ({settings.utd:g} gradient steps per environment step, critics "
+            f"only for {settings.warmup_rounds} round(s)), {keep} round kept"
+        )
+    elif isinstance(policy, RMAPolicy) and r > 1:
         # Round 1 infers the latent; rounds 2..R fine-tune the actor with it folded in.
         if optimizer == "sgd" and lr is None:
             raise ValueError(
@@ -417,7 +419,7 @@ def _gradient_candidates(
     out_dev = policy.device
     work = policy.clone().to(dev)
     if optimizer == "adam":
-        adam = _StackedAdam(DEFAULT_ADAM_LR if lr is None else _positive_lr(lr))
+        adam = StackedAdam(DEFAULT_ADAM_LR if lr is None else _positive_lr(lr))
         grads = vmap(grad(lambda p, d: surrogate_loss(work, p, d, clip)))
 
         def step(p: Params, d: Mapping[str, torch.Tensor]) -> Params:
@@ -463,6 +465,55 @@ def _gradient_candidates(
     for i in range(n):
         own = work if starts is None else starts[i]  # its metadata (e.g. the folded latent)
         adapted.append(own.with_params({key: v[i] for key, v in params.items()}).to(out_dev))
+    return adapted, batch
+
+
+def _sac_candidates(
+    policy: Policy,
+    env_id: str,
+    tasks: list[Task],
+    k: int,
+    rounds: int,
+    seeds: list[int | None],
+    nthread: int | None,
+    keep: str,
+    progress: bool,
+    settings: SACSettings,
+) -> tuple[list[AnyPolicy], EpisodeBatch]:
+    """R rounds of {collect K episodes, SAC steps on every transition so far} for N tasks."""
+    n = len(tasks)
+    out_dev = policy.device
+    work = policy.clone().to("cpu")
+    env = episode_env(env_id, tasks, k, nthread=nthread)
+    try:
+        check_compatible(work, env.worlds[0])
+        horizon = int(env.max_episode_steps)
+        params = {key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()}
+        tuner = SACFineTuner(work, params, seeds, rounds * k * horizon, settings)
+        pick_best = keep == "best" and rounds > 1
+        best, best_ret = params, None
+        for r in trange(rounds, desc="adapt rounds (SAC)", disable=not progress or rounds <= 1):
+            batch = collect(
+                work, env, tuner.actor, n_tasks=n, episodes=k, seeds=_round(seeds, r), stacked=True
+            )
+            if pick_best:
+                best, best_ret = _keep_better(best, best_ret, tuner.actor, batch.returns.mean(1))
+            tuner.add(batch, horizon)
+            # The same number of steps for every environment (utd per step a round can hold,
+            # K·H), so that no environment's result depends on the others' episode lengths.
+            for _ in range(round(settings.utd * k * horizon)):
+                tuner.update(train_actor=r >= settings.warmup_rounds)
+        params = tuner.actor
+        if pick_best:
+            last = collect(
+                work, env, params, n_tasks=n, episodes=k, seeds=_round(seeds, rounds), stacked=True
+            )
+            params, _ = _keep_better(best, best_ret, params, last.returns.mean(1))
+    finally:
+        env.close()
+    adapted: list[AnyPolicy] = [
+        work.with_params({key: v[i] for key, v in params.items()}).to(out_dev) for i in range(n)
+    ]
     return adapted, batch
 
 

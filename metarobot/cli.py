@@ -173,6 +173,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         safe=not args.no_safeguard,
         rounds=args.rounds,
         optimizer=args.optimizer,
+        algorithm=args.algorithm,
         progress=args.rounds > 1,
         **({} if args.margin is None else {"margin": args.margin}),
     )
@@ -384,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="sgd",
         help="update of each step: sgd (the policy's meta-learned step sizes or --lr) or adam "
         "(moments kept across rounds; step size --lr, default 3e-4)",
+    )
+    a.add_argument(
+        "--algorithm",
+        choices=["ppo", "sac"],
+        default="ppo",
+        help="fine-tuning rounds: ppo (on-policy, every policy type) or sac (off-policy soft "
+        "actor-critic with a replay buffer of every round's episodes; MLP policies, CPU engine; "
+        "--lr replaces its step size 3e-4, --steps and --optimizer do not apply)",
     )
     a.add_argument(
         "--steps",

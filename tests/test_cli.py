@@ -240,6 +240,35 @@ def test_adapt_runs_rounds_of_fine_tuning(checkpoint, workdir, capsys):
         torch.testing.assert_close(adapted.params[k], again.params[k])
 
 
+def test_adapt_with_sac_rounds(checkpoint, workdir, capsys):
+    # One SAC round only fits the critics (its warm-up), so the policy comes back unchanged.
+    out = workdir / "sac.pt"
+    code, stdout, err = run_main(
+        capsys,
+        "adapt",
+        "--checkpoint",
+        str(checkpoint),
+        "--env",
+        PENDULUM,
+        "--task-index",
+        "0",
+        "--episodes",
+        "1",
+        "--algorithm",
+        "sac",
+        "--device",
+        "cpu",
+        "--no-safeguard",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    assert "rounds of SAC" in stdout
+    adapted, base = metarobot.load(str(out)), metarobot.load(str(checkpoint))
+    for k in base.params:
+        torch.testing.assert_close(adapted.params[k], base.params[k], rtol=0, atol=0)
+
+
 def test_adapt_writes_loadable_policy(checkpoint, workdir):
     out = workdir / "x.pt"
     proc = cli(
