@@ -125,7 +125,7 @@ def main() -> None:
         choices=["ppo", "sac"],
         default="ppo",
         help="fine-tuning rounds: PPO (--steps Adam epochs per round) or SAC (off-policy, every "
-        "round's episodes kept in a replay buffer; MLP policies only)",
+        "round's episodes kept in a replay buffer; MLP and RMA policies)",
     )
     p.add_argument(
         "--utd", type=float, default=1.0, help="SAC: gradient steps per environment step"

@@ -220,7 +220,8 @@ def adapt_many(
             episodes measure the last update), so later rounds cannot undo what earlier ones
             gained; ``"final"`` keeps the last update. The safeguard then judges that choice.
         progress: Show a progress bar over rounds.
-        algorithm: ``"ppo"`` (the rounds above) or ``"sac"``: MLP policies only, CPU engine:
+        algorithm: ``"ppo"`` (the rounds above) or ``"sac"``: MLP and RMA policies (RMA: round
+            1 infers the latent, rounds 2..R fine-tune the folded actor), CPU engine and torch:
             each round's episodes go to a replay buffer per environment and soft actor-critic
             (:mod:`metarobot.sac`) takes ``sac.utd · K · H`` gradient steps per round on twin
             Q-functions, the policy and its temperature; the first ``sac.warmup_rounds`` rounds
@@ -248,10 +249,10 @@ def adapt_many(
         raise ValueError(f"keep must be 'best' or 'final', got {keep!r}")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
-    if algorithm == "sac" and (not isinstance(policy, Policy) or engine != "batch"):
+    if algorithm == "sac" and (not isinstance(policy, (Policy, RMAPolicy)) or engine != "batch"):
         raise ValueError(
-            "algorithm='sac' fine-tunes MLP policies on the CPU engine (engine='batch'), got "
-            f"{type(policy).__name__} with engine={engine!r}"
+            "algorithm='sac' fine-tunes MLP and RMA policies on the CPU engine (engine='batch'), "
+            f"got {type(policy).__name__} with engine={engine!r}"
         )
     if r > 1 and isinstance(policy, RecurrentPolicy) and engine != "batch":
         raise ValueError(
@@ -296,13 +297,29 @@ def adapt_many(
         settings = sac or SACSettings()
         if lr is not None:
             settings = dataclasses.replace(settings, lr=_positive_lr(lr))
-        candidates, batch = _sac_candidates(
-            policy, env_id, tasks, k, r, seeds, nthread, keep, progress, settings
-        )
         what = (
-            f"{r} rounds of SAC ({settings.utd:g} gradient steps per environment step, critics "
-            f"only for {settings.warmup_rounds} round(s)), {keep} round kept"
+            f"SAC ({settings.utd:g} gradient steps per environment step, critics only for "
+            f"{settings.warmup_rounds} round(s)), {keep} round kept"
         )
+        if isinstance(policy, RMAPolicy):
+            # Round 1 infers the latent; rounds 2..R are SAC rounds of the folded actor.
+            inferred = policy.adapt_candidates(
+                env_id, tasks, episodes=k, seeds=seeds, nthread=nthread
+            )
+            starts = [c.folded() for c in inferred]
+            if r == 1:
+                candidates = list(inferred)
+                what = "fixed latent"
+            else:
+                candidates, batch = _sac_candidates(
+                    starts, env_id, tasks, k, r - 1, seeds, nthread, keep, progress, settings, 1
+                )
+                what = f"fixed latent, then {r - 1} round(s) of {what}"
+        else:
+            candidates, batch = _sac_candidates(
+                [policy] * n, env_id, tasks, k, r, seeds, nthread, keep, progress, settings, 0
+            )
+            what = f"{r} rounds of {what}"
     elif isinstance(policy, RMAPolicy) and r > 1:
         # Round 1 infers the latent; rounds 2..R fine-tune the actor with it folded in.
         if optimizer == "sgd" and lr is None:
@@ -456,7 +473,13 @@ def _gradient_candidates(
         if pick_best:
             # K more episodes measure the last update; then each task keeps its best round.
             last = collect(
-                work, env, params, n_tasks=n, episodes=k, seeds=_round(seeds, rounds), stacked=True
+                work,
+                env,
+                params,
+                n_tasks=n,
+                episodes=k,
+                seeds=_round(seeds, first_round + rounds),
+                stacked=True,
             )
             params, _ = _keep_better(best, best_ret, params, last.returns.mean(1))
     finally:
@@ -469,7 +492,7 @@ def _gradient_candidates(
 
 
 def _sac_candidates(
-    policy: Policy,
+    starts: list[Policy],
     env_id: str,
     tasks: list[Task],
     k: int,
@@ -479,22 +502,37 @@ def _sac_candidates(
     keep: str,
     progress: bool,
     settings: SACSettings,
+    first_round: int,
 ) -> tuple[list[AnyPolicy], EpisodeBatch]:
-    """R rounds of {collect K episodes, SAC steps on every transition so far} for N tasks."""
+    """R rounds of {collect K episodes, SAC steps on every transition so far} for N tasks.
+
+    ``starts`` holds each task's starting MLP policy (one network shape and normalizer; RMA's
+    folded actors differ per task in their first-layer bias); round r collects with the seeds of
+    round ``first_round + r``.
+    """
     n = len(tasks)
-    out_dev = policy.device
-    work = policy.clone().to("cpu")
+    out_dev = starts[0].device
+    work = starts[0].clone().to("cpu")
     env = episode_env(env_id, tasks, k, nthread=nthread)
     try:
         check_compatible(work, env.worlds[0])
         horizon = int(env.max_episode_steps)
-        params = {key: v.unsqueeze(0).expand(n, *v.shape).clone() for key, v in work.params.items()}
+        params = {
+            key: torch.stack([s.params[key].detach().to("cpu") for s in starts])
+            for key in work.params
+        }
         tuner = SACFineTuner(work, params, seeds, rounds * k * horizon, settings)
         pick_best = keep == "best" and rounds > 1
         best, best_ret = params, None
         for r in trange(rounds, desc="adapt rounds (SAC)", disable=not progress or rounds <= 1):
             batch = collect(
-                work, env, tuner.actor, n_tasks=n, episodes=k, seeds=_round(seeds, r), stacked=True
+                work,
+                env,
+                tuner.actor,
+                n_tasks=n,
+                episodes=k,
+                seeds=_round(seeds, first_round + r),
+                stacked=True,
             )
             if pick_best:
                 best, best_ret = _keep_better(best, best_ret, tuner.actor, batch.returns.mean(1))
@@ -506,7 +544,13 @@ def _sac_candidates(
         params = tuner.actor
         if pick_best:
             last = collect(
-                work, env, params, n_tasks=n, episodes=k, seeds=_round(seeds, rounds), stacked=True
+                work,
+                env,
+                params,
+                n_tasks=n,
+                episodes=k,
+                seeds=_round(seeds, first_round + rounds),
+                stacked=True,
             )
             params, _ = _keep_better(best, best_ret, params, last.returns.mean(1))
     finally:

@@ -391,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["ppo", "sac"],
         default="ppo",
         help="fine-tuning rounds: ppo (on-policy, every policy type) or sac (off-policy soft "
-        "actor-critic with a replay buffer of every round's episodes; MLP policies, CPU engine; "
+        "actor-critic with a replay buffer of every round's episodes; MLP and RMA policies, CPU "
+        "engine; "
         "--lr replaces its step size 3e-4, --steps and --optimizer do not apply)",
     )
     a.add_argument(

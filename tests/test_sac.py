@@ -62,9 +62,9 @@ def test_algorithm_and_policy_type_are_checked(policy, tasks):
         adapt(policy, PENDULUM, task=tasks[0], algorithm="ddpg", **FAST)
     with pytest.raises(ValueError, match="engine='batch'"):
         adapt(policy, PENDULUM, task=tasks[0], algorithm="sac", engine="warp", **FAST)
-    rma = metarobot.load(ROOT / "experiments/checkpoints/InvertedPendulumRandParams-rma.pt")
-    with pytest.raises(ValueError, match="MLP policies"):
-        adapt(rma, PENDULUM, task=tasks[0], algorithm="sac", **FAST)
+    rnn = metarobot.load(ROOT / "experiments/checkpoints/InvertedPendulumRandParams-recurrent.pt")
+    with pytest.raises(ValueError, match="MLP and RMA policies"):
+        adapt(rnn, PENDULUM, task=tasks[0], algorithm="sac", **FAST)
 
 
 # -------------------------------------------------------------------------- buffers
@@ -237,3 +237,16 @@ def test_sac_rounds_raise_the_return_of_a_fresh_policy(seed):
     before = evaluation_returns([pol] * 4, PENDULUM, tks, episodes=4, seed=99, nthread=1)
     after = evaluation_returns(out, PENDULUM, tks, episodes=4, seed=99, nthread=1)
     assert after.mean() > before.mean() + 30.0
+
+
+def test_rma_infers_its_latent_then_sac_fine_tunes_the_folded_actor(tasks):
+    rma = metarobot.load(ROOT / "experiments/checkpoints/InvertedPendulumRandParams-rma.pt")
+    kw = {"episodes": 2, "algorithm": "sac", "sac": SMALL, "seed": 3, "keep": "final", **FAST}
+    inferred = rma.adapt_candidates(PENDULUM, tasks[:2], episodes=2, seeds=[3, 4], nthread=1)
+    # Two rounds: the inference round, then SAC's critic-only warm-up: the folded actor itself.
+    two = adapt_many(rma, PENDULUM, tasks[:2], rounds=2, **kw)
+    for got, want in zip(two, inferred, strict=True):
+        assert max_diff(got, want.folded()) == 0.0
+        assert got.meta["adapted"]["update"].startswith("fixed latent, then 1 round(s) of SAC")
+    four = adapt_many(rma, PENDULUM, tasks[:2], rounds=4, **kw)
+    assert all(max_diff(f, w.folded()) > 1e-4 for f, w in zip(four, inferred, strict=True))
