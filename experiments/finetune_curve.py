@@ -239,7 +239,7 @@ def report(
     budgets = sorted({rec["k"] for rec in records})
     methods = [m for m in args.methods if any((m, b) in agg for b in budgets)]
     lines = [
-        f"# Fine-tuning curves: {args.family}",
+        f"# Fine-tuning curves{' (SAC)' if args.algorithm == 'sac' else ''}: {args.family}",
         "",
         *provenance_lines(command_line()),
         "",
@@ -303,7 +303,8 @@ def report(
     if kept:
         frac = np.mean([r["accepted"] == "True" for r in kept])
         lines += ["", f"The safeguard kept {frac:.0%} of the {len(kept)} fine-tuned policies."]
-    secs = sum(float(r["seconds"]) for r in rows) / max(1, len(rows) / args.tasks)
+    # Every row of a cell carries the cell's wall time, so the mean over rows is the mean per cell.
+    secs = sum(float(r["seconds"]) for r in rows) / max(1, len(rows))
     lines += [
         "",
         f"Mean wall time per cell (one method, seed and budget, all tasks): {secs:.1f} s.",
@@ -326,7 +327,8 @@ def report(
     ax.set_xticks(xs, [str(b) for b in budgets])
     ax.set_xlabel("fine-tuning episodes in the new environment (E; 0 at the left)")
     ax.set_ylabel("mean normalized score" if oracle is not None else "mean return")
-    ax.set_title(f"{args.family}: fine-tuning on held-out tasks ({len(args.seeds)} seeds, 95% CI)")
+    how = " with SAC" if args.algorithm == "sac" else ""
+    ax.set_title(f"{args.family}: fine-tuning{how} ({len(args.seeds)} seeds, 95% CI)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=120)
