@@ -470,24 +470,12 @@ def _gradient_candidates(
             data = batch.loss_inputs()
             for _ in range(s):
                 params = step(params, data)
-        if pick_best:
-            # K more episodes measure the last update; then each task keeps its best round.
-            last = collect(
-                work,
-                env,
-                params,
-                n_tasks=n,
-                episodes=k,
-                seeds=_round(seeds, first_round + rounds),
-                stacked=True,
-            )
-            params, _ = _keep_better(best, best_ret, params, last.returns.mean(1))
+        adapted = _close_rounds(
+            work, env, params, best, best_ret, k, _round(seeds, first_round + rounds),
+            pick_best, starts, out_dev,
+        )  # fmt: skip
     finally:
         env.close()
-    adapted: list[AnyPolicy] = []
-    for i in range(n):
-        own = work if starts is None else starts[i]  # its metadata (e.g. the folded latent)
-        adapted.append(own.with_params({key: v[i] for key, v in params.items()}).to(out_dev))
     return adapted, batch
 
 
@@ -541,24 +529,44 @@ def _sac_candidates(
             # K·H), so that no environment's result depends on the others' episode lengths.
             for _ in range(round(settings.utd * k * horizon)):
                 tuner.update(train_actor=r >= settings.warmup_rounds)
-        params = tuner.actor
-        if pick_best:
-            last = collect(
-                work,
-                env,
-                params,
-                n_tasks=n,
-                episodes=k,
-                seeds=_round(seeds, first_round + rounds),
-                stacked=True,
-            )
-            params, _ = _keep_better(best, best_ret, params, last.returns.mean(1))
+        adapted = _close_rounds(
+            work, env, tuner.actor, best, best_ret, k, _round(seeds, first_round + rounds),
+            pick_best, starts, out_dev,
+        )  # fmt: skip
     finally:
         env.close()
-    adapted: list[AnyPolicy] = [
-        work.with_params({key: v[i] for key, v in params.items()}).to(out_dev) for i in range(n)
-    ]
     return adapted, batch
+
+
+def _close_rounds(
+    work: Policy,
+    env: BatchedMujocoEnv,
+    params: Params,
+    best: Params,
+    best_ret: torch.Tensor | None,
+    k: int,
+    last_seeds: list[int | None],
+    pick_best: bool,
+    starts: Sequence[Policy] | None,
+    out_dev: torch.device,
+) -> list[AnyPolicy]:
+    """The end of the rounds: each task's best round (if kept), as one policy per task.
+
+    With ``pick_best``, K more episodes (seeds ``last_seeds``) measure the last update and each
+    task keeps the better of it and its best earlier round. Policy i is built from
+    ``starts[i]`` (its metadata, e.g. RMA's folded latent), or from ``work`` when ``starts`` is
+    None.
+    """
+    n = len(last_seeds)
+    if pick_best:
+        last = collect(work, env, params, n_tasks=n, episodes=k, seeds=last_seeds, stacked=True)
+        params, _ = _keep_better(best, best_ret, params, last.returns.mean(1))
+    return [
+        (work if starts is None else starts[i])
+        .with_params({key: v[i] for key, v in params.items()})
+        .to(out_dev)
+        for i in range(n)
+    ]
 
 
 def _round(seeds: list[int | None], r: int) -> list[int | None]:

@@ -41,6 +41,7 @@ from torch.func import vmap
 from metarobot.policies import Params, Policy, gaussian_log_prob
 from metarobot.rollout import EpisodeBatch
 from metarobot.stacked import StackedAdam
+from metarobot.validation import check_float, check_int
 
 __all__ = ["SACFineTuner", "SACSettings"]
 
@@ -74,22 +75,15 @@ class SACSettings:
     warmup_rounds: int = 1
 
     def __post_init__(self) -> None:
-        checks = {
-            "lr": (self.lr, 0.0, math.inf),
-            "gamma": (self.gamma, 0.0, 1.0),
-            "tau": (self.tau, 0.0, 1.0),
-            "utd": (self.utd, 0.0, math.inf),
-            "init_alpha": (self.init_alpha, 0.0, math.inf),
-        }
-        for name, (v, lo, hi) in checks.items():
-            if not (isinstance(v, (int, float)) and lo < v <= hi and math.isfinite(v)):
-                raise ValueError(f"{name} must be a number in ({lo}, {hi}], got {v!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not (isinstance(self.warmup_rounds, int) and self.warmup_rounds >= 0):
-            raise ValueError(f"warmup_rounds must be an integer >= 0, got {self.warmup_rounds!r}")
-        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise ValueError(f"hidden must hold integers >= 1, got {self.hidden!r}")
+        for name, high in (("lr", math.inf), ("gamma", 1.0), ("tau", 1.0), ("utd", math.inf)):
+            check_float(name, getattr(self, name), high=high)
+        check_float("init_alpha", self.init_alpha)
+        check_int("batch_size", self.batch_size)
+        check_int("warmup_rounds", self.warmup_rounds, minimum=0)
+        if not isinstance(self.hidden, (tuple, list)) or not self.hidden:
+            raise ValueError(f"hidden must be a non-empty tuple of integers, got {self.hidden!r}")
+        for h in self.hidden:
+            check_int("hidden", h)
 
 
 def _init_q(n: int, in_dim: int, hidden: tuple[int, ...], gen: torch.Generator) -> Params:

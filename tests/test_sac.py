@@ -248,5 +248,8 @@ def test_rma_infers_its_latent_then_sac_fine_tunes_the_folded_actor(tasks):
     for got, want in zip(two, inferred, strict=True):
         assert max_diff(got, want.folded()) == 0.0
         assert got.meta["adapted"]["update"].startswith("fixed latent, then 1 round(s) of SAC")
+        # Each task's policy records its own latent, not the first task's.
+        assert got.meta["folded_from"] == want.folded().meta["folded_from"]
+    assert two[0].meta["folded_from"]["z"] != two[1].meta["folded_from"]["z"]
     four = adapt_many(rma, PENDULUM, tasks[:2], rounds=4, **kw)
     assert all(max_diff(f, w.folded()) > 1e-4 for f, w in zip(four, inferred, strict=True))
