@@ -77,7 +77,10 @@ def start_policy(
 def fine_tuning_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``adapt_many`` options of the chosen algorithm (beside episodes, rounds and lr)."""
     if args.algorithm == "sac":
-        return {"algorithm": "sac", "sac": SACSettings(utd=args.utd)}
+        return {
+            "algorithm": "sac",
+            "sac": SACSettings(utd=args.utd, init_alpha=args.init_alpha),
+        }
     return {"steps": args.steps, "optimizer": "adam"}
 
 
@@ -87,7 +90,8 @@ def update_text(args: argparse.Namespace) -> str:
     if args.algorithm == "sac":
         return (
             f"`adapt_many(episodes={k}, rounds=E/{k}, algorithm='sac', lr={args.lr}, "
-            f"sac=SACSettings(utd={args.utd:g}))`: soft actor-critic, every round's episodes "
+            f"sac=SACSettings(utd={args.utd:g}, init_alpha={args.init_alpha:g}))`: soft "
+            "actor-critic, every round's episodes "
             f"in a replay buffer per task, {args.utd:g} gradient step(s) per environment step "
             "of a round, fresh twin critics fitted alone in round 1"
         )
@@ -129,6 +133,12 @@ def main() -> None:
     )
     p.add_argument(
         "--utd", type=float, default=1.0, help="SAC: gradient steps per environment step"
+    )
+    p.add_argument(
+        "--init-alpha",
+        type=float,
+        default=SACSettings.init_alpha,
+        help="SAC: initial temperature (entropy weight)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tasks", type=int, default=5, help="first N held-out tasks (as the table)")

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.func import vmap
 
-from metarobot.policies import Params, Policy, gaussian_log_prob
+from metarobot.policies import GaussianMLP, Params, Policy, gaussian_log_prob
 from metarobot.rollout import EpisodeBatch
 from metarobot.stacked import StackedAdam
 from metarobot.validation import check_float, check_int
@@ -98,7 +98,7 @@ def _init_q(n: int, in_dim: int, hidden: tuple[int, ...], gen: torch.Generator) 
 
 
 def _q(params: Params, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """Q-values ``[N, B]`` of N stacked networks on ``obs [N, B, D]`` and ``act [N, B, A]``."""
+    """Q-values ``[M, B]`` of M stacked networks on ``obs [M, B, D]`` and ``act [M, B, A]``."""
     x = torch.cat([obs, act], dim=-1)
     layers = len(params) // 2
     for j in range(layers):
@@ -107,6 +107,16 @@ def _q(params: Params, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         if j < layers - 1:
             x = torch.relu(x)
     return x.squeeze(-1)
+
+
+def _twin_q(q: Params, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """Both critics' values ``[2, N, B]`` in one batched pass.
+
+    ``q`` stacks Q1 of the N environments, then their Q2, along its leading dimension (2N).
+    """
+    n = obs.shape[0]
+    two = _q(q, torch.cat([obs, obs]), torch.cat([act, act]))
+    return two.view(2, n, -1)
 
 
 class SACFineTuner:
@@ -136,10 +146,9 @@ class SACFineTuner:
         in_dim = policy.obs_dim + policy.act_dim
         q1 = [_init_q(1, in_dim, settings.hidden, g) for g in self.gens]
         q2 = [_init_q(1, in_dim, settings.hidden, g) for g in self.gens]
-        self.q = {
-            **{f"q1.{k}": torch.cat([q[k] for q in q1]) for k in q1[0]},
-            **{f"q2.{k}": torch.cat([q[k] for q in q2]) for k in q2[0]},
-        }
+        # Twin critics stacked along one leading dimension: Q1 of the N environments, then
+        # their Q2 (2N networks, evaluated in one batched pass).
+        self.q = {k: torch.cat([q[k] for q in q1 + q2]) for k in q1[0]}
         self.q_target = {k: v.clone() for k, v in self.q.items()}
         self.log_alpha = torch.full((n,), math.log(settings.init_alpha))
         self.target_entropy = -float(policy.act_dim)
@@ -158,7 +167,7 @@ class SACFineTuner:
         self.rew = torch.zeros(n, capacity)
         self.done = torch.zeros(n, capacity)
         self.size = torch.zeros(n, dtype=torch.long)
-        self.dist = vmap(lambda p, o: policy.distribution(p, o))
+        self.dist = _stacked_distribution(policy)
 
     @staticmethod
     def _generator(seed: int | None) -> torch.Generator:
@@ -232,34 +241,52 @@ class SACFineTuner:
         alpha = torch.exp(self.log_alpha).unsqueeze(1)
         with torch.no_grad():
             a2, logp2 = self._sample_actions(self.actor, o2)
-            q_next = _min_q(self.q_target, o2, a2)
+            q_next = _twin_q(self.q_target, o2, a2).min(0).values
             y = r + cfg.gamma * (1.0 - d) * (q_next - alpha * logp2)
         q = {k: v.detach().requires_grad_(True) for k, v in self.q.items()}
-        q_loss = ((_q(_part(q, "q1"), o, a) - y) ** 2).mean(1).sum()
-        q_loss = q_loss + ((_q(_part(q, "q2"), o, a) - y) ** 2).mean(1).sum()
+        q_loss = ((_twin_q(q, o, a) - y) ** 2).mean(2).sum()
         grads = dict(zip(q, torch.autograd.grad(q_loss, list(q.values())), strict=True))
         self.q = self.opt_q.step({k: v.detach() for k, v in q.items()}, grads)
         if train_actor:
             pi = {k: v.detach().requires_grad_(True) for k, v in self.actor.items()}
             a_new, logp = self._sample_actions(pi, o)
-            q_pi = _min_q(self.q, o, a_new)
+            q_pi = _twin_q(self.q, o, a_new).min(0).values
             pi_loss = (alpha * logp - q_pi).mean(1).sum()
             g = dict(zip(pi, torch.autograd.grad(pi_loss, list(pi.values())), strict=True))
             self.actor = self.opt_pi.step({k: v.detach() for k, v in pi.items()}, g)
             # Temperature: d/d log α of −log α · (log π + target), per environment.
             g_alpha = -(logp.detach() + self.target_entropy).mean(1)
             self.log_alpha = self.opt_alpha.step({"a": self.log_alpha}, {"a": g_alpha})["a"]
-        with torch.no_grad():
-            for k, v in self.q.items():
-                self.q_target[k] = (1.0 - cfg.tau) * self.q_target[k] + cfg.tau * v
+        with torch.no_grad():  # Polyak averaging, (1 − τ)·target + τ·q, over all tensors at once
+            keys = list(self.q)
+            mixed = torch._foreach_add(
+                torch._foreach_mul([self.q_target[k] for k in keys], 1.0 - cfg.tau),
+                torch._foreach_mul([self.q[k] for k in keys], cfg.tau),
+            )
+            self.q_target = dict(zip(keys, mixed, strict=True))
 
 
-def _part(params: Params, prefix: str) -> Params:
-    """The parameters under ``prefix.`` with the prefix removed."""
-    cut = len(prefix) + 1
-    return {k[cut:]: v for k, v in params.items() if k.startswith(prefix + ".")}
+def _stacked_distribution(
+    policy: Policy,
+) -> Callable[[Params, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``(params [N, …], obs [N, B, D]) → (mean [N, B, A], log_std [N, A])`` for N policies.
 
+    A :class:`GaussianMLP` runs as a chain of batched matmuls (the same layers as its
+    ``nn.Sequential``); any other network goes through ``vmap`` of the policy's functional
+    call, which costs about 1 ms per call on a CPU thread, a tenth of a SAC step.
+    """
+    net = policy.net
+    if not isinstance(net, GaussianMLP):
+        return vmap(lambda p, o: policy.distribution(p, o))
+    linear = [f"mean.{i}" for i, m in enumerate(net.mean) if isinstance(m, torch.nn.Linear)]
 
-def _min_q(q: Params, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """The smaller of the twin critics' values (clipped double-Q)."""
-    return torch.minimum(_q(_part(q, "q1"), obs, act), _q(_part(q, "q2"), obs, act))
+    def dist(params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs
+        for j, name in enumerate(linear):
+            w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+            x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            if j < len(linear) - 1:
+                x = torch.tanh(x)
+        return x, params["log_std"]
+
+    return dist

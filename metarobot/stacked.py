@@ -13,7 +13,10 @@ class StackedAdam:
     """Adam (Kingma & Ba, 2015; torch's defaults) on N stacked parameter sets at once.
 
     Every operation is element-wise, so stacking the N environments' parameters along a leading
-    dimension updates each set exactly as its own Adam would.
+    dimension updates each set exactly as its own Adam would. The step runs as torch's
+    ``_foreach`` kernels over all tensors at once: a SAC update touches 13 tensors in three
+    optimizers, and one element-wise call per tensor and operation made the optimizers a
+    quarter of its time (one thread, 256×256 critics).
     """
 
     def __init__(
@@ -28,12 +31,21 @@ class StackedAdam:
         """One Adam step; returns the new parameters (the inputs are not modified)."""
         b1, b2 = self.betas
         self.t += 1
-        out: Params = {}
-        for key, p in params.items():
-            g = grads[key]
-            self.m[key] = b1 * self.m.get(key, torch.zeros_like(g)) + (1 - b1) * g
-            self.v[key] = b2 * self.v.get(key, torch.zeros_like(g)) + (1 - b2) * g * g
-            m_hat = self.m[key] / (1 - b1**self.t)
-            v_hat = self.v[key] / (1 - b2**self.t)
-            out[key] = p - self.lr * m_hat / (torch.sqrt(v_hat) + self.eps)
-        return out
+        keys = list(params)
+        g = [grads[k] for k in keys]
+        m_old = [self.m.get(k, torch.zeros_like(x)) for k, x in zip(keys, g, strict=True)]
+        v_old = [self.v.get(k, torch.zeros_like(x)) for k, x in zip(keys, g, strict=True)]
+        # The same operations, in the same order, as m = b1·m + (1 − b1)·g,
+        # v = b2·v + ((1 − b2)·g)·g etc. per tensor: bit-identical to the per-tensor loop.
+        m = torch._foreach_add(torch._foreach_mul(m_old, b1), torch._foreach_mul(g, 1 - b1))
+        v = torch._foreach_add(
+            torch._foreach_mul(v_old, b2), torch._foreach_mul(torch._foreach_mul(g, 1 - b2), g)
+        )
+        m_hat = torch._foreach_div(m, 1 - b1**self.t)
+        v_hat = torch._foreach_div(v, 1 - b2**self.t)
+        den = torch._foreach_add(torch._foreach_sqrt(v_hat), self.eps)
+        upd = torch._foreach_div(torch._foreach_mul(m_hat, self.lr), den)
+        new = torch._foreach_sub([params[k] for k in keys], upd)
+        self.m.update(zip(keys, m, strict=True))
+        self.v.update(zip(keys, v, strict=True))
+        return dict(zip(keys, new, strict=True))
