@@ -554,6 +554,10 @@ def _update(
     if ps.bptt is not None and "h" in batch:
         seqs, h0 = _chunks(seqs, torch.as_tensor(batch["h"], device=device), mask, ps.bptt)
     n = seqs["x"].shape[0]
+    # A feedforward net sees each step on its own, so a minibatch can drop the padding after
+    # episodes that ended early (zero weight: the same loss and gradient). On the legged
+    # robots half of a batch can be padding (AntPhysical: 45 % while it learns to stand).
+    packed = "h" not in batch and initial_state(1) is None and not bool(valid.all())
     groups = np.array_split(np.arange(n), min(ps.minibatches, n))  # never an empty group
     pg = vloss = torch.zeros(())
     params = list(net.parameters())
@@ -566,19 +570,24 @@ def _update(
                 start = None if start is None else start.to(device)
             else:
                 start = h0[:, idx].contiguous()
-            mu, v, _ = net(seqs["x"][idx], start)
+            if packed:  # [1, steps, …]: the group's valid steps, episode after episode
+                keep = valid[idx]
+                mb = {k: t[idx][keep].unsqueeze(0) for k, t in seqs.items()}
+            else:
+                mb = {k: t[idx] for k, t in seqs.items()}
+            mu, v, _ = net(mb["x"], start)
             log_std = net.log_std
             logp = (
-                -0.5 * ((seqs["act"][idx] - mu) / log_std.exp()) ** 2
+                -0.5 * ((mb["act"] - mu) / log_std.exp()) ** 2
                 - log_std
                 - 0.5 * math.log(2 * math.pi)
             ).sum(-1)
-            ratio = torch.exp(logp - seqs["logp"][idx])
-            w, a_i = seqs["w"][idx], seqs["adv"][idx]
+            ratio = torch.exp(logp - mb["logp"])
+            w, a_i = mb["w"], mb["adv"]
             total = w.sum().clamp_min(1e-8)
             surr = torch.minimum(ratio * a_i, ratio.clamp(1 - ps.clip, 1 + ps.clip) * a_i)
             pg = -(surr * w).sum() / total
-            vloss = (((v - seqs["ret"][idx]) ** 2) * w).sum() / total
+            vloss = (((v - mb["ret"]) ** 2) * w).sum() / total
             ent = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
             loss = pg + ps.vf_coef * vloss - ps.ent_coef * ent
             opt.zero_grad()

@@ -206,3 +206,39 @@ def test_unknown_lr_schedule_is_named(tmp_path):
     path.write_text(TABLE.replace("lr = 0.001", 'lr = 0.001\nlr_schedule = "cosine"'))
     with pytest.raises(ValueError, match=r"rma.lr_schedule must be one of"):
         load_config(path)
+
+
+def test_update_without_padding_equals_the_padded_update():
+    # A feedforward net's minibatches drop the steps after episodes that ended early: the
+    # update must equal the one over the padded [episodes, time] layout (zero-weight padding).
+    from metarobot import ppo
+
+    net = MLPActorCritic(5, 2, (16, 16), torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    mask = np.zeros((6, 10), np.float32)
+    for i, length in enumerate([10, 3, 7, 10, 1, 5]):
+        mask[i, :length] = 1
+    batch = {
+        "x": rng.standard_normal((6, 10, 5)).astype(np.float32),
+        "act": rng.standard_normal((6, 10, 2)).astype(np.float32),
+        "logp": (rng.standard_normal((6, 10)) * 0.1 - 2).astype(np.float32),
+        "mask": mask,
+    }
+    adv, ret = rng.standard_normal((6, 10)), rng.standard_normal((6, 10))
+    settings = PPOSettings(epochs=3, minibatches=2)
+    after = []
+    # The second initial-state function marks the net as stateful, which keeps the padding.
+    for initial_state in (lambda n: None, lambda n: None if n != 1 else torch.zeros(1)):
+        copy = MLPActorCritic(5, 2, (16, 16), torch.Generator().manual_seed(0))
+        copy.load_state_dict(net.state_dict())
+        opt = ppo.adam(copy.parameters(), 1e-3)
+        ppo._update(
+            copy, opt, batch, adv, ret, np.random.default_rng(1), settings, initial_state,
+            torch.device("cpu"),
+        )  # fmt: skip
+        after.append([p.detach().clone() for p in copy.parameters()])
+    start = list(net.parameters())
+    moved = max(float((a - b.detach()).abs().max()) for a, b in zip(after[0], start, strict=True))
+    assert moved > 1e-3
+    for packed, padded in zip(*after, strict=True):
+        torch.testing.assert_close(packed, padded, rtol=0, atol=1e-6)
