@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from metarobot.envs import Task, task_split
+from metarobot.gru import gru_sequence
 from metarobot.invariant import rowwise_gru_cell, rowwise_sequential
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
 from metarobot.policies import RunningNorm, make_policy
@@ -84,7 +85,7 @@ class GRUActorCritic(nn.Module):
         self, x: torch.Tensor, h0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sequences ``x [N, T, in]`` → mean ``[N, T, A]``, value ``[N, T]``, last state."""
-        out, h = self.gru(self.embed(x), h0)
+        out, h = gru_sequence(self.gru, self.embed(x), h0)  # nn.GRU's result, faster backward
         return self.pi(out), self.vf(out).squeeze(-1), h
 
 
