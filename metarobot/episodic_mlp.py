@@ -26,7 +26,7 @@ from torch import nn
 
 from metarobot.envs import Task
 from metarobot.policies import GaussianMLP, Policy, make_policy
-from metarobot.ppo import PPOSettings, train_episodic_ppo
+from metarobot.ppo import PPOSettings, train_episodic_ppo, training_curve
 from metarobot.validation import check_int
 
 __all__ = ["MLPActorCritic", "train_ppo_mlp"]
@@ -142,6 +142,7 @@ def train_ppo_mlp(
         "timesteps": steps,
         "env_steps": used,
         "final_return": log[-1]["return"],
+        "training_curve": training_curve(log),
         **meta,
     }
     return Policy(net.actor, dict(net.actor.named_parameters()), norm, meta=info)

@@ -14,7 +14,8 @@ Output layout::
     <out>/results.csv             all records (method, family, task, seed, k, return, score, ...)
     <out>/summary.md              the table
     <out>/adaptation_curve.png    score vs K with CI bands, one line per method
-    <out>/learning_curve.png      meta-training returns before/after adaptation
+    <out>/learning_curve.png      training returns: meta-learners (before/after adaptation)
+                                  and episodic PPO (DR, RMA's teacher, recurrent) vs env steps
     <out>/within_episode.png      reward per step since reset at K = 0 (online adaptation)
 """
 
@@ -440,6 +441,24 @@ def _steps_used(cfg: ExperimentConfig, out: Path) -> dict[str, tuple[int, int | 
     return result
 
 
+def _curves(cfg: ExperimentConfig, out: Path) -> dict[str, dict[str, list[float]]]:
+    """``"<method> s<seed>"`` → the training curve its checkpoint records (episodic PPO)."""
+    result = {}
+    for m in cfg.methods:
+        spec = registry.get(m)
+        if spec.reference:
+            continue
+        for seed in cfg.train_seeds:
+            try:
+                pol = spec.load(cfg, seed, out / "checkpoints")
+            except (FileNotFoundError, ValueError):
+                continue
+            curve = None if isinstance(pol, list) else pol.meta.get("training_curve")
+            if curve:
+                result[f"{m} s{seed}"] = curve
+    return result
+
+
 def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, Any]:
     rec = out / "records"
     rand = {int(r["task"]): float(r["return"]) for r in _csv_rows(rec / "random.csv")}
@@ -536,7 +555,9 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
                 logs[f"{name} s{seed}"] = [
                     {k: float(v) for k, v in r.items()} for r in _csv_rows(p)
                 ]
-    learning_curve_png(logs, out / "learning_curve.png", f"meta-training: {cfg.family}")
+    learning_curve_png(
+        logs, out / "learning_curve.png", f"training: {cfg.family}", training=_curves(cfg, out)
+    )
     curves = {}
     for m in cfg.methods:
         rows = []

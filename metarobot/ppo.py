@@ -37,7 +37,14 @@ from metarobot.validation import check_int
 #: On a device-resident engine, the host reads whether any world is alive every this many steps.
 _ALIVE_CHECK = 16
 
-__all__ = ["LR_SCHEDULES", "EpisodicNet", "PPOSettings", "cat_inputs", "train_episodic_ppo"]
+__all__ = [
+    "LR_SCHEDULES",
+    "EpisodicNet",
+    "PPOSettings",
+    "cat_inputs",
+    "train_episodic_ppo",
+    "training_curve",
+]
 
 #: Learning-rate schedules of :class:`PPOSettings`: ``"constant"``, or ``"linear"`` from ``lr``
 #: at the first update to 0 at the end of the step budget (CleanRL's ``anneal_lr``).
@@ -266,6 +273,19 @@ def train_episodic_ppo(
         env.close()
         net.to("cpu")  # type: ignore[attr-defined]
     return norm, used, log
+
+
+def training_curve(log: Sequence[dict[str, float]]) -> dict[str, list[float]]:
+    """A trainer's learning curve, for a checkpoint's metadata.
+
+    Returns:
+        The env steps used after each iteration and the mean return of that iteration's
+        episodes (on training tasks).
+    """
+    return {
+        "env_steps": [float(r["env_steps"]) for r in log],
+        "return": [round(float(r["return"]), 3) for r in log],
+    }
 
 
 def _rollout(

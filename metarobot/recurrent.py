@@ -33,7 +33,7 @@ from metarobot.gru import gru_sequence
 from metarobot.invariant import rowwise_gru_cell, rowwise_sequential
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
 from metarobot.policies import RunningNorm, make_policy
-from metarobot.ppo import PPOSettings, cat_inputs, train_episodic_ppo
+from metarobot.ppo import PPOSettings, cat_inputs, train_episodic_ppo, training_curve
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
 from metarobot.validation import check_int
@@ -448,6 +448,12 @@ def train_recurrent(
         engine=engine,
         device=device,
     )
-    meta.update(env_steps=used, iterations=len(log), final_return=log[-1]["return"], engine=engine)
+    meta.update(
+        env_steps=used,
+        iterations=len(log),
+        final_return=log[-1]["return"],
+        engine=engine,
+        training_curve=training_curve(log),
+    )
     cfg = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden": hidden}
     return RecurrentPolicy(cfg, net, norm, meta)

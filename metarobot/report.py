@@ -206,19 +206,51 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
 
 
 def learning_curve_png(
-    logs: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, title: str, window: int = 5
+    logs: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str | Path,
+    title: str,
+    window: int = 5,
+    training: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> None:
-    """Meta-training return before (dashed) and after (solid) adaptation vs iteration.
+    """Training curves: meta-learners by meta-iteration, episodic-PPO methods by env steps.
 
-    ``logs`` maps ``"<method> s<seed>"`` to its rows; seeds of one method are averaged (band:
-    min–max over seeds) and curves are smoothed with a ``window``-iteration moving average.
+    ``logs`` maps ``"<method> s<seed>"`` to a meta-learner's rows (return before, dashed, and
+    after, solid, adaptation per meta-iteration); ``training`` maps ``"<method> s<seed>"`` to
+    the ``training_curve`` an episodic-PPO trainer stores in its checkpoint (mean return of each
+    iteration's training episodes against env steps: DR, RMA's teacher, the recurrent policy).
+    Seeds of one method are averaged (band: min–max over seeds) and curves are smoothed with a
+    ``window``-iteration moving average. Each kind gets its own panel when both are present.
     """
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    cmap = plt.get_cmap("tab10")
     groups: dict[str, list[Sequence[Mapping[str, float]]]] = {}
     for name, rows in logs.items():
         if rows:
             groups.setdefault(name.split(" ")[0], []).append(rows)
+    curves: dict[str, list[Mapping[str, Sequence[float]]]] = {}
+    for name, curve in (training or {}).items():
+        if curve and curve.get("return"):
+            curves.setdefault(name.split(" ")[0], []).append(curve)
+    panels = int(bool(groups)) + int(bool(curves))
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(7.5 * max(panels, 1), 4.8), dpi=120)
+    axes = list(np.atleast_1d(axes))
+    cmap = plt.get_cmap("tab10")
+    if groups or not curves:
+        ax = axes.pop(0)
+        _meta_panel(ax, groups, window, cmap)
+        ax.set_title(title if panels < 2 else f"{title}: meta-learners")
+    if curves:
+        ax = axes.pop(0)
+        _training_panel(ax, curves, window, cmap)
+        ax.set_title(title if panels < 2 else f"{title}: episodic PPO")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _meta_panel(
+    ax: Any, groups: Mapping[str, list[Sequence[Mapping[str, float]]]], window: int, cmap: Any
+) -> None:
+    """Meta-training return before (dashed) and after (solid) adaptation vs meta-iteration."""
     for i, (method, runs) in enumerate(groups.items()):
         n = min(len(r) for r in runs)
         it = np.array([r["iteration"] for r in runs[0][:n]])
@@ -241,16 +273,29 @@ def learning_curve_png(
                 ax.fill_between(it, ys.min(0), ys.max(0), color=cmap(i % 10), alpha=0.12)
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel(f"mean training-task return ({window}-iteration moving average)")
-    ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.get_lines():
         ax.legend(fontsize=7, ncol=2, loc="best")
     else:
         ax.text(0.5, 0.5, "no meta-learner in this experiment", ha="center", transform=ax.transAxes)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+
+
+def _training_panel(
+    ax: Any, curves: Mapping[str, list[Mapping[str, Sequence[float]]]], window: int, cmap: Any
+) -> None:
+    """Episodic-PPO training return vs env steps, one line per method (seeds averaged)."""
+    for i, (method, runs) in enumerate(curves.items()):
+        n = min(len(c["return"]) for c in runs)
+        steps = np.array(runs[0]["env_steps"][:n], dtype=float)
+        ys = np.array([_smooth(np.asarray(c["return"][:n], dtype=float), window) for c in runs])
+        label = f"{method} (teacher)" if method == "rma" else method
+        ax.plot(steps, ys.mean(0), color=cmap(i % 10), label=f"{label}, {len(runs)} seed(s)")
+        if len(runs) > 1:
+            ax.fill_between(steps, ys.min(0), ys.max(0), color=cmap(i % 10), alpha=0.12)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"mean training-episode return ({window}-iteration moving average)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
 
 
 def within_episode_png(

@@ -40,7 +40,7 @@ from metarobot.envs import Task, make_batched, task_split
 from metarobot.invariant import rowwise_sequential
 from metarobot.io import FORMAT, FORMAT_VERSION, versions
 from metarobot.policies import GaussianMLP, Policy, RunningNorm, make_policy
-from metarobot.ppo import PPOSettings, adam, cat_inputs, train_episodic_ppo
+from metarobot.ppo import PPOSettings, adam, cat_inputs, train_episodic_ppo, training_curve
 from metarobot.rollout import run_actor_episodes
 from metarobot.stateful import StatefulPolicy
 from metarobot.validation import check_int
@@ -543,6 +543,7 @@ def train_rma(
         "algorithm": "rma",
         "teacher_steps": teacher_used,
         "teacher_final_return": log[-1]["return"],
+        "training_curve": training_curve(log),  # the teacher's (privileged) PPO
         "teacher_engine": engine,
         "feature_names": features.names,
     }

@@ -70,6 +70,18 @@ def test_budgets_are_counted(rma_policy, rec_policy):
     assert 0 < rec_policy.meta["env_steps"] <= 2 * 200  # one iteration of two episodes at most
 
 
+def test_checkpoints_record_their_training_curve(rma_policy, rec_policy, tmp_path):
+    # The table's learning_curve.png plots these: env steps after each PPO iteration and the
+    # mean return of its episodes (RMA: its teacher's).
+    for pol, used in ((rec_policy, "env_steps"), (rma_policy, "teacher_steps")):
+        curve = pol.meta["training_curve"]
+        assert len(curve["env_steps"]) == len(curve["return"]) >= 1
+        assert curve["env_steps"][-1] == pol.meta[used]
+        assert all(np.isfinite(curve["return"]))
+        pol.save(tmp_path / "p.pt")
+        assert metarobot.load(tmp_path / "p.pt").meta["training_curve"] == curve
+
+
 @pytest.fixture(scope="module")
 def rma_goal_policy() -> RMAPolicy:
     """A tiny RMA policy on a family whose tasks differ only in their reward."""

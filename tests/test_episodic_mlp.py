@@ -46,6 +46,10 @@ def test_budget_and_metadata(policy):
     assert policy.meta["trainer"] == "episodic"
     assert policy.meta["family"] == PENDULUM
     assert not np.allclose(policy.normalizer.mean, 0.0)  # the trainer's statistics came along
+    curve = policy.meta["training_curve"]  # one point per PPO iteration
+    assert curve["env_steps"][-1] == policy.meta["env_steps"]
+    assert len(curve["return"]) == len(curve["env_steps"]) >= 1
+    assert curve["env_steps"] == sorted(curve["env_steps"])
 
 
 def test_same_seed_same_policy_other_seed_other_policy(policy):

@@ -387,3 +387,21 @@ def test_run_from_config_object_without_copy(root, config_path):
     }
     assert {r["method"] for r in res["records"]} == {"oracle", "scratch"}
     assert (out / "learning_curve.png").is_file()  # even with no meta-learner logs
+
+
+def test_learning_curve_has_a_panel_per_kind_of_trainer(tmp_path):
+    from metarobot.report import learning_curve_png
+
+    meta = {"maml s0": [{"iteration": i, "pre_return": i, "post_return": 2 * i} for i in (1, 2)]}
+    ppo = {
+        f"{m} s{s}": {"env_steps": [100.0, 200.0, 300.0], "return": [1.0, 2.0 + s, 3.0]}
+        for m in ("rma", "recurrent")
+        for s in (0, 1)
+    }
+    sizes = {}
+    for name, logs, training in (("both", meta, ppo), ("meta", meta, None), ("ppo", {}, ppo)):
+        learning_curve_png(logs, tmp_path / f"{name}.png", "t", training=training)
+        with Image.open(tmp_path / f"{name}.png") as img:
+            sizes[name] = img.size
+    assert sizes["both"][0] > 1.8 * sizes["meta"][0]  # two panels side by side
+    assert sizes["ppo"] == sizes["meta"]

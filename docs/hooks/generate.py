@@ -81,7 +81,10 @@ PLOT_CAPTIONS = {
         "episode."
     ),
     "adaptation_curve": "Normalized score against K adaptation episodes (IQM, 95% CI bands).",
-    "learning_curve": "Meta-training returns before and after adaptation.",
+    "learning_curve": (
+        "Training returns: meta-learners before and after adaptation, episodic PPO (DR, "
+        "RMA's teacher, recurrent) against env steps."
+    ),
 }
 #: ``<!-- config-table: SECTION [KEY ...] -->`` on a line of its own.
 _CONFIG_TABLE = re.compile(r"^<!-- config-table: (\w+)((?: \w+)*) -->$", flags=re.M)
