@@ -56,24 +56,25 @@ def train(trainer: str, family: str, steps: int, seed: int) -> dict[str, Any]:
             row["env_steps"] = log["env_steps"]
         return out
 
-    if trainer == "recurrent":
-        from metarobot import recurrent
+    from metarobot import episodic_mlp, recurrent
 
-        recurrent.train_episodic_ppo = timed  # type: ignore[assignment]
-        recurrent.train_recurrent(
-            fid,
-            steps=steps,
-            seed=seed,
-            tasks=tasks,
-            n_envs=16,
-            nthread=1,
-            settings=ppo.PPOSettings(lr=1e-3, epochs=8, minibatches=4, bptt=50),
-        )
-    else:
-        from metarobot import episodic_mlp
-
-        episodic_mlp.train_episodic_ppo = timed  # type: ignore[assignment]
-        episodic_mlp.train_ppo_mlp(fid, tasks, steps, seed=seed, n_envs=16, nthread=1)
+    module = recurrent if trainer == "recurrent" else episodic_mlp
+    module.train_episodic_ppo = timed  # type: ignore[assignment]
+    try:
+        if trainer == "recurrent":
+            recurrent.train_recurrent(
+                fid,
+                steps=steps,
+                seed=seed,
+                tasks=tasks,
+                n_envs=16,
+                nthread=1,
+                settings=ppo.PPOSettings(lr=1e-3, epochs=8, minibatches=4, bptt=50),
+            )
+        else:
+            episodic_mlp.train_ppo_mlp(fid, tasks, steps, seed=seed, n_envs=16, nthread=1)
+    finally:
+        module.train_episodic_ppo = original  # type: ignore[assignment]
     return {"seed": seed, "seconds": time.perf_counter() - t0, "rows": rows}
 
 

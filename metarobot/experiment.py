@@ -419,19 +419,30 @@ def _execute(
             yield by_name[name], seconds
 
 
-def _steps_used(cfg: ExperimentConfig, out: Path) -> dict[str, tuple[int, int | None]]:
+def _checkpoints(cfg: ExperimentConfig, out: Path) -> dict[str, dict[int, Any]]:
+    """Per method and training seed, its loaded checkpoint(s) (references: first seed only)."""
+    loaded: dict[str, dict[int, Any]] = {}
+    for m in cfg.methods:
+        spec = registry.get(m)
+        loaded[m] = {}
+        for seed in cfg.train_seeds[:1] if spec.reference else cfg.train_seeds:
+            try:
+                loaded[m][seed] = spec.load(cfg, seed, out / "checkpoints")
+            except (FileNotFoundError, ValueError):
+                continue
+    return loaded
+
+
+def _steps_used(
+    cfg: ExperimentConfig, loaded: dict[str, dict[int, Any]]
+) -> dict[str, tuple[int, int | None]]:
     """Per method: (planned most env steps, mean env steps its checkpoints record)."""
     planned = registry.check_budget(cfg)
     result: dict[str, tuple[int, int | None]] = {}
     for m in cfg.methods:
         spec = registry.get(m)
-        seeds = cfg.train_seeds[:1] if spec.reference else cfg.train_seeds
         used = []
-        for seed in seeds:
-            try:
-                pol = spec.load(cfg, seed, out / "checkpoints")
-            except (FileNotFoundError, ValueError):
-                continue
+        for pol in loaded[m].values():
             pols = pol if isinstance(pol, list) else [pol]
             vals = [p.meta.get("env_steps") for p in pols]
             if all(v is not None for v in vals):
@@ -441,18 +452,15 @@ def _steps_used(cfg: ExperimentConfig, out: Path) -> dict[str, tuple[int, int | 
     return result
 
 
-def _curves(cfg: ExperimentConfig, out: Path) -> dict[str, dict[str, list[float]]]:
+def _curves(
+    cfg: ExperimentConfig, loaded: dict[str, dict[int, Any]]
+) -> dict[str, dict[str, list[float]]]:
     """``"<method> s<seed>"`` → the training curve its checkpoint records (episodic PPO)."""
     result = {}
     for m in cfg.methods:
-        spec = registry.get(m)
-        if spec.reference:
+        if registry.get(m).reference:
             continue
-        for seed in cfg.train_seeds:
-            try:
-                pol = spec.load(cfg, seed, out / "checkpoints")
-            except (FileNotFoundError, ValueError):
-                continue
+        for seed, pol in loaded[m].items():
             curve = None if isinstance(pol, list) else pol.meta.get("training_curve")
             if curve:
                 result[f"{m} s{seed}"] = curve
@@ -462,6 +470,7 @@ def _curves(cfg: ExperimentConfig, out: Path) -> dict[str, dict[str, list[float]
 def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, Any]:
     rec = out / "records"
     rand = {int(r["task"]): float(r["return"]) for r in _csv_rows(rec / "random.csv")}
+    loaded = _checkpoints(cfg, out)  # once: the budget table and the learning curves read them
     records: list[dict[str, Any]] = []
     for seed in cfg.train_seeds:
         for m in _evaluated(cfg, seed):
@@ -543,7 +552,7 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
                     else ""
                 ),
             ],
-            budgets=_steps_used(cfg, out),
+            budgets=_steps_used(cfg, loaded),
         )
     )
     adaptation_curve_png(agg, out / "adaptation_curve.png", f"{cfg.name}: {cfg.family}")
@@ -556,7 +565,7 @@ def _report(cfg: ExperimentConfig, out: Path, header: list[str]) -> dict[str, An
                     {k: float(v) for k, v in r.items()} for r in _csv_rows(p)
                 ]
     learning_curve_png(
-        logs, out / "learning_curve.png", f"training: {cfg.family}", training=_curves(cfg, out)
+        logs, out / "learning_curve.png", f"training: {cfg.family}", training=_curves(cfg, loaded)
     )
     curves = {}
     for m in cfg.methods:
