@@ -176,6 +176,10 @@ class RMASection:
         lr_schedule: ``"constant"`` or ``"linear"`` (annealed to 0 over the budget) for the
             teacher, and for DR, the experts and the oracles when ``[baselines] trainer`` is
             ``"episodic"`` (they share the teacher's PPO settings).
+        epochs: The teacher's PPO passes per batch (shared the same way).
+        minibatches: The teacher's groups of episodes per pass (shared the same way).
+        init_log_std: Initial log std of the teacher's actions (and of the episodic DR
+            policy's and oracles').
     """
 
     teacher_steps: int = 200_000
@@ -188,6 +192,9 @@ class RMASection:
     lr: float = 1e-3
     scale_rewards: bool = True
     lr_schedule: str = "constant"
+    epochs: int = 10
+    minibatches: int = 8
+    init_log_std: float = 0.0
 
 
 @dataclass
@@ -209,6 +216,7 @@ class RecurrentSection:
         scale_rewards: Scale rewards by the running std of discounted returns (see
             :class:`~metarobot.ppo.PPOSettings`).
         lr_schedule: ``"constant"`` or ``"linear"`` (annealed to 0 over the budget).
+        init_log_std: Initial log std of the actions.
     """
 
     steps: int = 250_000
@@ -220,6 +228,7 @@ class RecurrentSection:
     bptt: int = 50
     scale_rewards: bool = True
     lr_schedule: str = "constant"
+    init_log_std: float = 0.0
 
 
 #: Held-out splits a table can evaluate (``[eval] split``).

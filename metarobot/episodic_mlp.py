@@ -40,13 +40,21 @@ class MLPActorCritic(nn.Module):
         act_dim: Action size.
         hidden: Hidden sizes of actor and critic.
         generator: Generator of the orthogonal initialization.
+        init_log_std: Initial log standard deviation of the actions.
     """
 
     def __init__(
-        self, obs_dim: int, act_dim: int, hidden: Sequence[int], generator: torch.Generator
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        generator: torch.Generator,
+        init_log_std: float = 0.0,
     ) -> None:
         super().__init__()
-        self.actor = GaussianMLP(obs_dim, act_dim, tuple(hidden), 0.0, generator=generator)
+        self.actor = GaussianMLP(
+            obs_dim, act_dim, tuple(hidden), init_log_std, generator=generator
+        )
         layers: list[nn.Module] = []
         sizes = [obs_dim, *hidden]
         # Built on the meta device so torch's global generator is never drawn from.
@@ -88,6 +96,7 @@ def train_ppo_mlp(
     n_envs: int = 16,
     nthread: int | None = None,
     hidden: Sequence[int] = (64, 64),
+    init_log_std: float = 0.0,
     settings: PPOSettings | None = None,
     engine: str = "batch",
     device: str | None = None,
@@ -104,6 +113,7 @@ def train_ppo_mlp(
         n_envs: Worlds (episodes) per PPO iteration.
         nthread: Simulator threads.
         hidden: Hidden sizes of actor and critic.
+        init_log_std: Initial log standard deviation of the actions.
         settings: PPO hyper-parameters.
         engine: ``"batch"`` or ``"warp"`` (device-resident rollouts and updates on ``device``;
             see :func:`~metarobot.ppo.train_episodic_ppo`).
@@ -121,7 +131,7 @@ def train_ppo_mlp(
         raise ValueError("tasks must hold at least one task")
     base = make_policy(env_id, hidden=tuple(hidden))
     gen = torch.Generator().manual_seed(int(seed))
-    net = MLPActorCritic(base.obs_dim, base.act_dim, hidden, gen)
+    net = MLPActorCritic(base.obs_dim, base.act_dim, hidden, gen, init_log_std)
     norm, used, log = train_episodic_ppo(
         net,
         env_id,

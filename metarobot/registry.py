@@ -302,7 +302,13 @@ def _load_experts(cfg: ExperimentConfig, seed: int, ck: Path) -> list[AnyPolicy]
 def _episodic_settings(cfg: ExperimentConfig) -> PPOSettings:
     """The episodic PPO settings of RMA's teacher (also DR's and the oracles' when chosen)."""
     r = cfg.rma
-    return PPOSettings(lr=r.lr, scale_rewards=r.scale_rewards, lr_schedule=r.lr_schedule)
+    return PPOSettings(
+        lr=r.lr,
+        epochs=r.epochs,
+        minibatches=r.minibatches,
+        scale_rewards=r.scale_rewards,
+        lr_schedule=r.lr_schedule,
+    )
 
 
 def _baseline_ppo_steps(cfg: ExperimentConfig, timesteps: int) -> int:
@@ -323,6 +329,7 @@ def _train_dr(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any]
             n_envs=cfg.rma.teacher_envs,
             nthread=cfg.nthread,
             hidden=tuple(cfg.meta.hidden),
+            init_log_std=cfg.rma.init_log_std,
             settings=_episodic_settings(cfg),
             **_engine(cfg),
         ).save(path)
@@ -381,6 +388,7 @@ def _train_one_oracle(cfg: ExperimentConfig, task: Any, ppo_seed: int) -> AnyPol
             n_envs=cfg.rma.teacher_envs,
             nthread=cfg.nthread,
             hidden=tuple(cfg.meta.hidden),
+            init_log_std=cfg.rma.init_log_std,
             settings=_episodic_settings(cfg),
             task=task.to_json(),
             **_engine(cfg),
@@ -428,6 +436,7 @@ def _train_rma(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         z_dim=r.z_dim,
         history=r.history,
         reward_in_history=r.reward_in_history,
+        init_log_std=r.init_log_std,
         settings=_episodic_settings(cfg),
         **_engine(cfg),
     )
@@ -450,6 +459,7 @@ def _train_rec(cfg: ExperimentConfig, out: Path, path: Path, args: dict[str, Any
         n_envs=r.n_envs,
         nthread=cfg.nthread,
         hidden=r.hidden,
+        init_log_std=r.init_log_std,
         settings=PPOSettings(
             lr=r.lr,
             epochs=r.epochs,

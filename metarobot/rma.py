@@ -407,7 +407,8 @@ class TeacherNet(nn.Module):
     """RMA's teacher: ``z = enc(features)``, actor and critic on ``[normalized obs, z]``.
 
     Args:
-        config: ``obs_dim``, ``act_dim``, ``z_dim``, ``hidden``, ``priv_dim``, ``enc_hidden``.
+        config: ``obs_dim``, ``act_dim``, ``z_dim``, ``hidden``, ``priv_dim``, ``enc_hidden``
+            and optionally ``init_log_std`` (the actions' initial log std, default 0).
         generator: Generator of the orthogonal initialization.
     """
 
@@ -417,7 +418,8 @@ class TeacherNet(nn.Module):
         self.actor, _, self.encoder = _networks(config)
         o, z = self.obs_dim, int(config["z_dim"])
         self.critic = _mlp([o + z, *[int(x) for x in config["hidden"]], 1])
-        self.log_std = nn.Parameter(torch.zeros(int(config["act_dim"])))
+        init = float(config.get("init_log_std", 0.0))
+        self.log_std = nn.Parameter(torch.full((int(config["act_dim"]),), init))
         with torch.no_grad():
             for net in (self.actor, self.critic, self.encoder):
                 lin = [m for m in net if isinstance(m, nn.Linear)]
@@ -458,6 +460,7 @@ def train_rma(
     enc_hidden: int = 64,
     student_epochs: int = 10,
     student_lr: float = 1e-3,
+    init_log_std: float = 0.0,
     settings: PPOSettings | None = None,
     engine: str = "batch",
     device: str | None = None,
@@ -483,6 +486,7 @@ def train_rma(
         enc_hidden: Privileged encoder hidden size.
         student_epochs: Regression epochs per student iteration.
         student_lr: Student Adam learning rate.
+        init_log_std: The teacher's initial log standard deviation of the actions.
         settings: The teacher's PPO hyper-parameters (:class:`~metarobot.ppo.PPOSettings`).
         engine: The teacher's simulator: ``"batch"`` or ``"warp"`` (device-resident rollouts
             and updates on ``device``, see :func:`~metarobot.ppo.train_episodic_ppo`). The
@@ -518,7 +522,7 @@ def train_rma(
         "enc_hidden": enc_hidden,
     }
     gen = torch.Generator().manual_seed(seed)
-    teacher = TeacherNet(cfg, gen)
+    teacher = TeacherNet({**cfg, "init_log_std": float(init_log_std)}, gen)
     norm, teacher_used, log = train_episodic_ppo(
         teacher,
         env_id,

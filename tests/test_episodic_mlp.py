@@ -246,3 +246,40 @@ def test_update_without_padding_equals_the_padded_update():
     assert moved > 1e-3
     for packed, padded in zip(*after, strict=True):
         torch.testing.assert_close(packed, padded, rtol=0, atol=1e-6)
+
+
+class _StopError(Exception):
+    """Raised by the spy once the trainer has been called."""
+
+
+@pytest.mark.parametrize("method", ["domain_randomization", "oracle", "rma", "recurrent"])
+def test_table_exploration_noise_and_ppo_passes_reach_every_episodic_trainer(
+    method, tmp_path, monkeypatch
+):
+    # [rma] init_log_std / epochs / minibatches set RMA's teacher, DR's and the oracles' PPO;
+    # [recurrent] init_log_std the GRU policy's.
+    from metarobot import episodic_mlp, recurrent, rma
+
+    seen: dict[str, object] = {}
+
+    def spy(net, *args, **kwargs):
+        seen["log_std"] = net.log_std.detach().clone()
+        seen["settings"] = kwargs["settings"]
+        raise _StopError
+
+    for mod in (episodic_mlp, rma, recurrent):
+        monkeypatch.setattr(mod, "train_episodic_ppo", spy)
+    path = tmp_path / "t.toml"
+    path.write_text(
+        TABLE.replace("lr = 0.001", "lr = 0.001\ninit_log_std = -1.5\nepochs = 3\nminibatches = 2")
+        + "\n[recurrent]\ninit_log_std = -0.5\n"
+    )
+    cfg = load_config(path)
+    cfg.methods = [method]
+    job = registry.get(method).jobs(cfg, 0)[0]
+    with pytest.raises(_StopError):
+        job.trainer(cfg, tmp_path, tmp_path / "p.pt", job.args)
+    want = -0.5 if method == "recurrent" else -1.5
+    assert torch.all(seen["log_std"] == want)
+    if method != "recurrent":
+        assert (seen["settings"].epochs, seen["settings"].minibatches) == (3, 2)
