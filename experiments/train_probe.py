@@ -23,6 +23,10 @@ training tasks before the table is rerun::
     python experiments/train_probe.py --family HalfCheetahPhysical --method recurrent \
         --config experiments/configs/half_cheetah_physical.toml \
         --set recurrent.lr_schedule='"linear"' --save runs/screen/rec-linear.pt
+
+``--method oracle --oracle-task I`` (with ``--config``) trains one run of the table's oracle
+recipe on training task I and scores it there: how a recipe change moves the per-task
+reference, which the normalized scores divide by, again without touching the test split.
 """
 
 from __future__ import annotations
@@ -41,13 +45,13 @@ import metarobot
 from metarobot import registry
 from metarobot.adaptation import adapt_many
 from metarobot.baselines import train_domain_randomization
-from metarobot.config import parse_config
+from metarobot.config import ExperimentConfig, parse_config
 from metarobot.context import TaskFeatures
-from metarobot.envs import task_split
+from metarobot.envs import Task, task_split
 from metarobot.evaluation import evaluation_returns
 from metarobot.ppo import PPOSettings
 
-METHODS = ("recurrent", "rma", "domain_randomization")
+METHODS = ("recurrent", "rma", "domain_randomization", "oracle")
 
 
 def train(method: str, env_id: str, steps: int, seed: int, args: argparse.Namespace) -> object:
@@ -78,6 +82,30 @@ def train(method: str, env_id: str, steps: int, seed: int, args: argparse.Namesp
     return train_domain_randomization(env_id, steps, seed=seed, tasks=tasks, nthread=1)
 
 
+def table_config(config: Path, sets: list[str]) -> ExperimentConfig:
+    """The table config at ``config`` with the ``section.key=value`` overrides applied.
+
+    Raises:
+        ValueError: On a malformed override or an invalid resulting config.
+    """
+    data = tomllib.loads(config.read_text(encoding="utf-8"))
+    for item in sets:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"--set takes section.key=value, got {item!r}")
+        try:
+            data.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"--set {item!r}: the value is not TOML ({err})") from err
+    return parse_config(data)
+
+
+def train_oracle_as_table(config: Path, sets: list[str], seed: int, task: Task) -> Any:
+    """One oracle run (no restarts) on ``task`` with a table's oracle recipe, as it trains one."""
+    return registry._train_one_oracle(table_config(config, sets), task, seed)
+
+
 def train_as_table(method: str, config: Path, sets: list[str], seed: int) -> tuple[Any, int]:
     """Train ``method`` with the registry jobs of a table config (``sets`` applied first).
 
@@ -93,17 +121,7 @@ def train_as_table(method: str, config: Path, sets: list[str], seed: int) -> tup
     Raises:
         ValueError: On a malformed override or an invalid resulting config.
     """
-    data = tomllib.loads(config.read_text(encoding="utf-8"))
-    for item in sets:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or not name:
-            raise ValueError(f"--set takes section.key=value, got {item!r}")
-        try:
-            data.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"--set {item!r}: the value is not TOML ({err})") from err
-    cfg = parse_config(data)
+    cfg = table_config(config, sets)
     spec = registry.get(method)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -124,6 +142,12 @@ def main() -> None:
     p.add_argument("--n-envs", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4, help="PPO step size (rma, recurrent)")
     p.add_argument("--tasks", type=int, default=10, help="first N training tasks scored")
+    p.add_argument(
+        "--oracle-task",
+        type=int,
+        default=0,
+        help="oracle (needs --config): train one run on this training task and score on it",
+    )
     p.add_argument("--episodes", type=int, default=2)
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--save", type=Path, default=None, help="save the trained policy here")
@@ -156,25 +180,37 @@ def main() -> None:
         raise ValueError(f"--adapt episodes must each be >= 1, got {args.adapt}")
     if args.sets and args.config is None:
         raise ValueError("--set needs --config")
+    if args.method == "oracle" and args.config is None:
+        raise ValueError("--method oracle needs --config (the table's oracle recipe)")
     if args.true_latent and args.method != "rma":
         raise ValueError(f"--true-latent needs --method rma, got {args.method!r}")
     torch.set_num_threads(1)
     env_id = f"metarobot/{args.family}-v0"
     t0 = time.time()
+    tasks = task_split(env_id)[0][: args.tasks]
+    if args.method == "oracle":
+        n_train = len(task_split(env_id)[0])
+        if not 0 <= args.oracle_task < n_train:
+            raise ValueError(f"--oracle-task must be in [0, {n_train - 1}], got {args.oracle_task}")
+        tasks = [task_split(env_id)[0][args.oracle_task]]
     if args.load is not None:
         policy = metarobot.load(args.load)
+    elif args.method == "oracle":
+        policy = train_oracle_as_table(args.config, args.sets, args.seed, tasks[0])
+        args.steps = table_config(args.config, args.sets).baselines.oracle_timesteps
     elif args.config is not None:
         policy, args.steps = train_as_table(args.method, args.config, args.sets, args.seed)
     else:
         policy = train(args.method, env_id, args.steps, args.seed, args)
     wall = time.time() - t0
-    tasks = task_split(env_id)[0][: args.tasks]
     rets = evaluation_returns(
         [policy] * len(tasks), env_id, tasks, episodes=args.episodes, seed=args.eval_seed
     )
     if args.save is not None:
         metarobot.save(policy, args.save)
-    _row(args, "", rets, wall)
+    _row(
+        args, f" on training task {args.oracle_task}" if args.method == "oracle" else "", rets, wall
+    )
     for k in args.adapt:
         adapted = adapt_many(
             policy, env_id, tasks, episodes=k, seed=args.eval_seed + 1_000, nthread=1

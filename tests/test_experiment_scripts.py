@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from metarobot.envs import task_split
+
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 
 
@@ -105,6 +107,12 @@ def test_train_probe_trains_a_method_as_a_table_does_with_one_setting_changed(tm
         probe.train_as_table("domain_randomization", table, ["dr_timesteps=400"], 0)
     with pytest.raises(ValueError, match=r"rma\.lr_schedule must be one of"):
         probe.train_as_table("domain_randomization", table, ['rma.lr_schedule="cos"'], 0)
+    task = task_split("metarobot/InvertedPendulumRandParams-v0")[0][3]
+    oracle = probe.train_oracle_as_table(
+        table, ["baselines.oracle_timesteps=400", "rma.init_log_std=-1.0"], 0, task
+    )
+    assert oracle.meta["algorithm"] == "oracle" and 0 < oracle.meta["env_steps"] <= 400
+    assert oracle.meta["task"] == task.to_json()
 
 
 def test_bench_train_splits_out_the_network_work_of_the_update(tmp_path):
