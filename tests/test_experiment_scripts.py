@@ -128,3 +128,37 @@ def test_bench_train_splits_out_the_network_work_of_the_update(tmp_path):
     line = next(x for x in out.read_text().splitlines() if x.startswith("| episodic PPO"))
     ceiling = float(line.split("|")[11])
     assert 0 < ceiling <= 1
+
+
+def _table(folder: Path, oracle: float, method_return: float) -> Path:
+    # random actions return 0 and 10 on tasks 0 and 1; the oracle `oracle` on both
+    folder.mkdir()
+    rows = []
+    for task, rand in ((0, 0.0), (1, 10.0)):
+        for seed in (0, 1):
+            rows.append(("oracle", task, seed, oracle, 1.0))
+            score = (method_return - rand) / (oracle - rand)
+            rows.append(("rma", task, seed, method_return, score))
+    with (folder / "results.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["method", "family", "task", "seed", "k", "return", "score", "train_seed"])
+        for m, t, s, r, sc in rows:
+            w.writerow([m, "f", t, s, 0, r, sc, 0])
+    return folder
+
+
+def test_rescore_divides_by_the_strongest_oracle_of_each_task(tmp_path, monkeypatch):
+    rescore = _script("rescore")
+    table = _table(tmp_path / "new", oracle=100.0, method_return=80.0)
+    ref = _table(tmp_path / "old", oracle=160.0, method_return=0.0)
+    out = tmp_path / "r.md"
+    argv = ["rescore.py", str(table), "--references", str(ref), "--out", str(out), "--reps", "5"]
+    monkeypatch.setattr(sys, "argv", argv)
+    rescore.main()
+    text = out.read_text()
+    own = (0.8 + 70 / 90) / 2
+    strongest = (80 / 160 + 70 / 150) / 2
+    assert f"| rma | 0 | {own:.2f} [{own:.2f}, {own:.2f}] | {strongest:.2f} [" in text
+    assert "| 0 | 0.0 | 100.0 | 160.0 | 160.0 |" in text
+    with pytest.raises(ValueError, match=r"results\.csv"):
+        rescore.read_rows(tmp_path)
