@@ -187,17 +187,19 @@ def main() -> None:
     torch.set_num_threads(1)
     env_id = f"metarobot/{args.family}-v0"
     t0 = time.time()
-    tasks = task_split(env_id)[0][: args.tasks]
+    train_tasks = task_split(env_id)[0]
+    tasks = train_tasks[: args.tasks]
     if args.method == "oracle":
-        n_train = len(task_split(env_id)[0])
-        if not 0 <= args.oracle_task < n_train:
-            raise ValueError(f"--oracle-task must be in [0, {n_train - 1}], got {args.oracle_task}")
-        tasks = [task_split(env_id)[0][args.oracle_task]]
+        if not 0 <= args.oracle_task < len(train_tasks):
+            raise ValueError(
+                f"--oracle-task must be in [0, {len(train_tasks) - 1}], got {args.oracle_task}"
+            )
+        tasks = [train_tasks[args.oracle_task]]
+        args.steps = table_config(args.config, args.sets).baselines.oracle_timesteps
     if args.load is not None:
         policy = metarobot.load(args.load)
     elif args.method == "oracle":
         policy = train_oracle_as_table(args.config, args.sets, args.seed, tasks[0])
-        args.steps = table_config(args.config, args.sets).baselines.oracle_timesteps
     elif args.config is not None:
         policy, args.steps = train_as_table(args.method, args.config, args.sets, args.seed)
     else:
