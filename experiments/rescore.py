@@ -6,8 +6,9 @@ scores of its table: a method beating its oracle by 17 % on a task says more abo
 than about the method. This script takes the ``results.csv`` of the table to score and of the
 reference tables, uses for each task the highest mean oracle return (K = 0) among them, keeps
 the scored table's own random-action return (recovered from its scores), and reports every
-method's mean normalized score at each K with a 95 % stratified-bootstrap CI (runs resampled
-within each task, as the tables' CIs), beside the table's own scores.
+method's mean normalized score at each K with the tables' own 95 % stratified-bootstrap CI
+(:func:`metarobot.evaluation.aggregate`: runs resampled within each task), beside the table's
+own scores.
 
 Usage::
 
@@ -23,8 +24,11 @@ import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from metarobot.evaluation import aggregate
 
 
 def read_rows(table: Path) -> list[dict[str, str]]:
@@ -61,15 +65,37 @@ def random_returns(rows: list[dict[str, str]], oracle: dict[int, float]) -> dict
     return out
 
 
-def bootstrap_mean(
-    scores: np.ndarray, tasks: np.ndarray, rng: np.random.Generator, reps: int
-) -> tuple[float, float, float]:
-    """Mean over tasks of the per-task mean, with a stratified-bootstrap 95 % CI."""
-    groups = [scores[tasks == t] for t in np.unique(tasks)]
-    point = float(np.mean([g.mean() for g in groups]))
-    boots = [np.mean([rng.choice(g, len(g)).mean() for g in groups]) for _ in range(reps)]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return point, float(lo), float(hi)
+def records(
+    rows: list[dict[str, str]], score: dict[int, tuple[float, float]] | None
+) -> list[dict[str, Any]]:
+    """The rows as :func:`~metarobot.evaluation.aggregate` reads them, oracle rows left out.
+
+    Args:
+        rows: ``results.csv`` rows.
+        score: Per task ``(random return, oracle return)`` to re-score with; None keeps the
+            table's own scores.
+    """
+    out = []
+    for r in rows:
+        if r["method"] == "oracle":
+            continue
+        t, ret = int(r["task"]), float(r["return"])
+        if score is None:
+            s = float(r["score"])
+        else:
+            s = (ret - score[t][0]) / (score[t][1] - score[t][0])
+        out.append(
+            {
+                "method": r["method"],
+                "k": int(r["k"]),
+                "task": t,
+                "seed": int(r["seed"]),
+                "train_seed": int(r["train_seed"]),
+                "return": ret,
+                "score": s,
+            }
+        )
+    return out
 
 
 def main() -> None:
@@ -78,7 +104,6 @@ def main() -> None:
     p.add_argument("table", type=Path, help="the table to re-score (folder with results.csv)")
     p.add_argument("--references", type=Path, nargs="+", required=True, help="tables' folders")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     if args.reps < 1:
@@ -93,9 +118,9 @@ def main() -> None:
             if t not in ref:
                 raise ValueError(f"a reference table has no oracle row for task {t}")
             best[t] = max(best[t], ref[t])
-    rng = np.random.default_rng(args.seed)
-    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "oracle"))
-    ks = sorted({int(r["k"]) for r in rows})
+    own_agg = {(a["method"], a["k"]): a for a in aggregate(records(rows, None), args.reps)}
+    rescored = records(rows, {t: (rand[t], best[t]) for t in own})
+    new_agg = aggregate(rescored, args.reps)
     lines = [
         f"# {args.table.name}: scores against the strongest oracle of each task",
         "",
@@ -120,25 +145,14 @@ def main() -> None:
         "| method | K | own oracle | strongest oracle | per task (strongest) |",
         "|---|---:|---:|---:|---|",
     ]
-    for m in methods:
-        for k in ks:
-            sel = [r for r in rows if r["method"] == m and int(r["k"]) == k]
-            tasks = np.array([int(r["task"]) for r in sel])
-            own_s = np.array([float(r["score"]) for r in sel])
-            new_s = np.array(
-                [
-                    (float(r["return"]) - rand[int(r["task"])])
-                    / (best[int(r["task"])] - rand[int(r["task"])])
-                    for r in sel
-                ]
-            )
-            a = bootstrap_mean(own_s, tasks, rng, args.reps)
-            b = bootstrap_mean(new_s, tasks, rng, args.reps)
-            per = ", ".join(f"{new_s[tasks == t].mean():.2f}" for t in np.unique(tasks))
-            lines.append(
-                f"| {m} | {k} | {a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}] | "
-                f"{b[0]:.2f} [{b[1]:.2f}, {b[2]:.2f}] | {per} |"
-            )
+    for b in new_agg:
+        a = own_agg[(b["method"], b["k"])]
+        per = ", ".join(f"{v:.2f}" for _, v in sorted(b["per_task"].items()))
+        lines.append(
+            f"| {b['method']} | {b['k']} | {a['mean']:.2f} [{a['mean_low']:.2f}, "
+            f"{a['mean_high']:.2f}] | {b['mean']:.2f} [{b['mean_low']:.2f}, "
+            f"{b['mean_high']:.2f}] | {per} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(args.out.read_text(encoding="utf-8"))
