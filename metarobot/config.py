@@ -173,7 +173,8 @@ class RMASection:
         lr: The teacher's Adam learning rate.
         scale_rewards: Scale the teacher's rewards by the running std of discounted returns
             (see :class:`~metarobot.ppo.PPOSettings`).
-        lr_schedule: ``"constant"`` or ``"linear"`` (annealed to 0 over the budget) for the
+        lr_schedule: ``"constant"``, ``"linear"`` (annealed to 0 over the budget) or
+            ``"adaptive"`` (follows the policy's KL divergence, rsl_rl's schedule) for the
             teacher, and for DR, the experts and the oracles when ``[baselines] trainer`` is
             ``"episodic"`` (they share the teacher's PPO settings).
         epochs: The teacher's PPO passes per batch (shared the same way).
@@ -215,7 +216,8 @@ class RecurrentSection:
             10 training tasks for the full 200 steps.
         scale_rewards: Scale rewards by the running std of discounted returns (see
             :class:`~metarobot.ppo.PPOSettings`).
-        lr_schedule: ``"constant"`` or ``"linear"`` (annealed to 0 over the budget).
+        lr_schedule: ``"constant"``, ``"linear"`` (annealed to 0 over the budget) or
+            ``"adaptive"`` (follows the policy's KL divergence, rsl_rl's schedule).
         init_log_std: Initial log std of the actions.
     """
 

@@ -52,9 +52,7 @@ class MLPActorCritic(nn.Module):
         init_log_std: float = 0.0,
     ) -> None:
         super().__init__()
-        self.actor = GaussianMLP(
-            obs_dim, act_dim, tuple(hidden), init_log_std, generator=generator
-        )
+        self.actor = GaussianMLP(obs_dim, act_dim, tuple(hidden), init_log_std, generator=generator)
         layers: list[nn.Module] = []
         sizes = [obs_dim, *hidden]
         # Built on the meta device so torch's global generator is never drawn from.

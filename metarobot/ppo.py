@@ -46,9 +46,13 @@ __all__ = [
     "training_curve",
 ]
 
-#: Learning-rate schedules of :class:`PPOSettings`: ``"constant"``, or ``"linear"`` from ``lr``
-#: at the first update to 0 at the end of the step budget (CleanRL's ``anneal_lr``).
-LR_SCHEDULES = ("constant", "linear")
+#: Learning-rate schedules of :class:`PPOSettings`: ``"constant"``; ``"linear"`` from ``lr``
+#: at the first update to 0 at the end of the step budget (CleanRL's ``anneal_lr``);
+#: ``"adaptive"``: start at ``lr`` and follow the policy's KL divergence (rsl_rl's schedule,
+#: used by legged_gym's locomotion policies).
+LR_SCHEDULES = ("constant", "linear", "adaptive")
+#: Bounds of the adaptive learning rate (rsl_rl's).
+ADAPTIVE_LR_BOUNDS = (1e-5, 1e-2)
 
 
 def cat_inputs(parts: Sequence[Any]) -> Any:
@@ -122,6 +126,13 @@ class PPOSettings:
             ``lr × (1 − steps used before its batch / step budget)``, as CleanRL's
             ``anneal_lr``. At a constant 1e-3 the context methods' training returns stop rising
             near 1M steps on HalfCheetahPhysical and their held-out scores fall at 3M.
+            ``"adaptive"``: before each minibatch step the approximate KL divergence of the
+            current policy from the one that collected the batch is measured on the minibatch
+            (``E[(r − 1) − log r]``, r the probability ratio); above ``2 × desired_kl`` the
+            rate is divided by 1.5, below ``desired_kl / 2`` multiplied by 1.5, within
+            :data:`ADAPTIVE_LR_BOUNDS`, and it carries over from batch to batch (rsl_rl's
+            ``schedule="adaptive"``).
+        desired_kl: The KL divergence the adaptive schedule aims at (rsl_rl's default 0.01).
     """
 
     def __init__(
@@ -140,6 +151,7 @@ class PPOSettings:
         bptt: int | None = None,
         scale_rewards: bool = True,
         lr_schedule: str = "constant",
+        desired_kl: float = 0.01,
     ) -> None:
         self.lr, self.epochs, self.minibatches = lr, epochs, minibatches
         self.gamma, self.lam, self.clip = gamma, lam, clip
@@ -149,6 +161,7 @@ class PPOSettings:
         self.bptt = bptt
         self.scale_rewards = scale_rewards
         self.lr_schedule = lr_schedule
+        self.desired_kl = desired_kl
 
 
 def train_episodic_ppo(
@@ -207,6 +220,8 @@ def train_episodic_ppo(
     ps = settings or PPOSettings()
     if ps.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {ps.lr_schedule!r}")
+    if not (math.isfinite(ps.desired_kl) and ps.desired_kl > 0):
+        raise ValueError(f"desired_kl must be a finite number > 0, got {ps.desired_kl!r}")
     check_int("minibatches", ps.minibatches)
     check_int("epochs", ps.epochs)
     check_int("batch_steps", ps.batch_steps)
@@ -279,12 +294,13 @@ def training_curve(log: Sequence[dict[str, float]]) -> dict[str, list[float]]:
     """A trainer's learning curve, for a checkpoint's metadata.
 
     Returns:
-        The env steps used after each iteration and the mean return of that iteration's
-        episodes (on training tasks).
+        The env steps used after each iteration, the mean return of that iteration's
+        episodes (on training tasks) and the learning rate its update ended at.
     """
     return {
         "env_steps": [float(r["env_steps"]) for r in log],
         "return": [round(float(r["return"]), 3) for r in log],
+        "lr": [float(f"{r['lr']:.4g}") for r in log if "lr" in r],
     }
 
 
@@ -581,9 +597,9 @@ def _update(
     groups = np.array_split(np.arange(n), min(ps.minibatches, n))  # never an empty group
     pg = vloss = torch.zeros(())
     params = list(net.parameters())
-    for _ in range(ps.epochs):
+    for epoch in range(ps.epochs):
         perm = rng.permutation(n)
-        for g in groups:
+        for j, g in enumerate(groups):
             idx = torch.as_tensor(perm[g], device=device)
             if h0 is None:
                 start = initial_state(len(g))
@@ -605,6 +621,9 @@ def _update(
             ratio = torch.exp(logp - mb["logp"])
             w, a_i = mb["w"], mb["adv"]
             total = w.sum().clamp_min(1e-8)
+            # The first minibatch meets the policy that collected the batch: no divergence yet.
+            if ps.lr_schedule == "adaptive" and (epoch, j) != (0, 0):
+                _adapt_lr(opt, ratio.detach(), w, total, ps.desired_kl)
             surr = torch.minimum(ratio * a_i, ratio.clamp(1 - ps.clip, 1 + ps.clip) * a_i)
             pg = -(surr * w).sum() / total
             vloss = (((v - mb["ret"]) ** 2) * w).sum() / total
@@ -614,7 +633,29 @@ def _update(
             loss.backward()
             nn.utils.clip_grad_norm_(params, ps.max_grad_norm)
             opt.step()
-    return {"policy_loss": float(pg.detach()), "value_loss": float(vloss.detach())}
+    return {
+        "policy_loss": float(pg.detach()),
+        "value_loss": float(vloss.detach()),
+        "lr": float(opt.param_groups[0]["lr"]),
+    }
+
+
+def _adapt_lr(
+    opt: torch.optim.Optimizer,
+    ratio: torch.Tensor,
+    w: torch.Tensor,
+    total: torch.Tensor,
+    desired_kl: float,
+) -> None:
+    """rsl_rl's adaptive step: keep the minibatch's KL divergence near ``desired_kl``."""
+    log_r = torch.log(ratio.clamp_min(1e-12))
+    kl = float((((ratio - 1.0) - log_r) * w).sum() / total)
+    lo, hi = ADAPTIVE_LR_BOUNDS
+    for group in opt.param_groups:
+        if kl > 2.0 * desired_kl:
+            group["lr"] = max(lo, group["lr"] / 1.5)
+        elif kl < desired_kl / 2.0:
+            group["lr"] = min(hi, group["lr"] * 1.5)
 
 
 def _chunks(

@@ -16,7 +16,7 @@ from metarobot.episodic_mlp import MLPActorCritic, train_ppo_mlp
 from metarobot.evaluation import evaluation_returns
 from metarobot.experiment import run_experiment
 from metarobot.policies import Policy
-from metarobot.ppo import PPOSettings
+from metarobot.ppo import ADAPTIVE_LR_BOUNDS, PPOSettings, _adapt_lr
 
 PENDULUM = "metarobot/InvertedPendulumRandParams-v0"
 SETTINGS = PPOSettings(minibatches=1, epochs=2, batch_steps=64)
@@ -201,8 +201,62 @@ def test_linear_schedule_anneals_the_learning_rate_to_zero_over_the_budget(monke
     assert set(seen) == {lr}  # constant: the default
 
 
+def test_adaptive_rate_follows_the_kl_divergence_within_its_bounds():
+    lo, hi = ADAPTIVE_LR_BOUNDS
+    w = torch.ones(8)
+
+    def step(lr: float, ratio: float) -> float:
+        opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=lr)
+        _adapt_lr(opt, torch.full((8,), ratio), w, w.sum(), desired_kl=0.01)
+        return float(opt.param_groups[0]["lr"])
+
+    # KL = (r − 1) − log r: 0.094 at r = 1.5 (above 2 × 0.01), 0.0044 at r = 1.1 (below 0.005),
+    # 0.0055 at r = 1.11 (inside the band).
+    assert step(1e-3, 1.5) == pytest.approx(1e-3 / 1.5)
+    assert step(1e-3, 1.1) == pytest.approx(1.5e-3)
+    assert step(1e-3, 1.11) == pytest.approx(1e-3)
+    assert step(lo, 1.5) == lo and step(hi, 1.0) == hi
+
+
+def test_adaptive_schedule_moves_the_rate_from_batch_to_batch(monkeypatch):
+    seen: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(float(self.param_groups[0]["lr"]))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    lr = 1e-3
+    settings = PPOSettings(minibatches=2, epochs=3, batch_steps=1, lr=lr, lr_schedule="adaptive")
+    policy = train_ppo_mlp(
+        PENDULUM,
+        task_split(PENDULUM)[0][:3],
+        1200,
+        seed=0,
+        n_envs=2,
+        hidden=(8, 8),
+        settings=settings,
+    )
+    lo, hi = ADAPTIVE_LR_BOUNDS
+    assert seen[0] == lr  # the first minibatch meets the collecting policy: no change yet
+    assert len(set(seen)) > 1 and all(lo <= x <= hi for x in seen)
+    curve = policy.meta["training_curve"]  # the rate each update ended at
+    assert np.isfinite(curve["return"]).all() and len(curve["lr"]) == len(curve["return"])
+    assert curve["lr"][-1] == pytest.approx(seen[-1], rel=0.51)  # within one ×1.5 move
+    with pytest.raises(ValueError, match=r"desired_kl must be a finite number > 0"):
+        train_ppo_mlp(
+            PENDULUM,
+            task_split(PENDULUM)[0][:1],
+            600,
+            settings=PPOSettings(lr_schedule="adaptive", desired_kl=0.0),
+        )
+
+
 def test_unknown_lr_schedule_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"lr_schedule must be one of \['constant', 'linear'\]"):
+    with pytest.raises(
+        ValueError, match=r"lr_schedule must be one of \['constant', 'linear', 'adaptive'\]"
+    ):
         train_ppo_mlp(
             PENDULUM, task_split(PENDULUM)[0][:1], 600, settings=PPOSettings(lr_schedule="cos")
         )
