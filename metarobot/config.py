@@ -181,6 +181,9 @@ class RMASection:
         minibatches: The teacher's groups of episodes per pass (shared the same way).
         init_log_std: Initial log std of the teacher's actions (and of the episodic DR
             policy's and oracles').
+        hidden: Hidden sizes of the episodic-PPO MLPs: RMA's actor and critic, and DR's and the
+            oracles' when ``[baselines] trainer`` is ``"episodic"``; left out: ``meta.hidden``
+            (which also sizes the gradient meta-learners and the SB3 experts).
     """
 
     teacher_steps: int = 200_000
@@ -196,6 +199,7 @@ class RMASection:
     epochs: int = 10
     minibatches: int = 8
     init_log_std: float = 0.0
+    hidden: list[int] | None = None
 
 
 @dataclass
@@ -303,6 +307,10 @@ class ExperimentConfig:
         tasks = ood_split(self.family) if self.eval.split == "ood" else task_split(self.family)[1]
         return list(tasks[: self.eval.n_test_tasks] if limit else tasks)
 
+    def episodic_hidden(self) -> tuple[int, ...]:
+        """Hidden sizes of the episodic-PPO MLPs (``rma.hidden``, else ``meta.hidden``)."""
+        return tuple(self.meta.hidden if self.rma.hidden is None else self.rma.hidden)
+
     def validate(self) -> None:
         """Range checks that types alone do not express."""
         for mod in self.imports:
@@ -325,8 +333,9 @@ class ExperimentConfig:
             raise ValueError("eval.seeds must be a non-empty list of integers >= 0")
         if not self.eval.ks or any(k < 0 for k in self.eval.ks) or 0 not in self.eval.ks:
             raise ValueError("eval.ks must be integers >= 0 and include 0")
-        if any(h < 1 for h in self.meta.hidden) or not self.meta.hidden:
-            raise ValueError("meta.hidden must be a non-empty list of integers >= 1")
+        for key, sizes in (("meta.hidden", self.meta.hidden), ("rma.hidden", self.rma.hidden)):
+            if sizes is not None and (not sizes or any(h < 1 for h in sizes)):
+                raise ValueError(f"{key} must be a non-empty list of integers >= 1")
         if self.nthread < 0:
             raise ValueError(f"nthread must be >= 0, got {self.nthread}")
         if self.torch_threads < 1:

@@ -310,8 +310,8 @@ class _StopError(Exception):
 def test_table_exploration_noise_and_ppo_passes_reach_every_episodic_trainer(
     method, tmp_path, monkeypatch
 ):
-    # [rma] init_log_std / epochs / minibatches set RMA's teacher, DR's and the oracles' PPO;
-    # [recurrent] init_log_std the GRU policy's.
+    # [rma] init_log_std / epochs / minibatches / hidden set RMA's teacher, DR's and the
+    # oracles' PPO and width; [recurrent] init_log_std the GRU policy's.
     from metarobot import episodic_mlp, recurrent, rma
 
     seen: dict[str, object] = {}
@@ -319,13 +319,19 @@ def test_table_exploration_noise_and_ppo_passes_reach_every_episodic_trainer(
     def spy(net, *args, **kwargs):
         seen["log_std"] = net.log_std.detach().clone()
         seen["settings"] = kwargs["settings"]
+        seen["width"] = next(
+            m for m in net.modules() if isinstance(m, torch.nn.Linear)
+        ).out_features
         raise _StopError
 
     for mod in (episodic_mlp, rma, recurrent):
         monkeypatch.setattr(mod, "train_episodic_ppo", spy)
     path = tmp_path / "t.toml"
     path.write_text(
-        TABLE.replace("lr = 0.001", "lr = 0.001\ninit_log_std = -1.5\nepochs = 3\nminibatches = 2")
+        TABLE.replace(
+            "lr = 0.001",
+            "lr = 0.001\ninit_log_std = -1.5\nepochs = 3\nminibatches = 2\nhidden = [12, 10]",
+        )
         + "\n[recurrent]\ninit_log_std = -0.5\n"
     )
     cfg = load_config(path)
@@ -337,3 +343,7 @@ def test_table_exploration_noise_and_ppo_passes_reach_every_episodic_trainer(
     assert torch.all(seen["log_std"] == want)
     if method != "recurrent":
         assert (seen["settings"].epochs, seen["settings"].minibatches) == (3, 2)
+        assert seen["width"] == 12  # [rma] hidden, not [meta] hidden
+    path.write_text(TABLE.replace("lr = 0.001", "lr = 0.001\nhidden = [0]"))
+    with pytest.raises(ValueError, match=r"rma\.hidden must be a non-empty list of integers >= 1"):
+        load_config(path)
