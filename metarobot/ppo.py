@@ -300,7 +300,7 @@ def training_curve(log: Sequence[dict[str, float]]) -> dict[str, list[float]]:
     return {
         "env_steps": [float(r["env_steps"]) for r in log],
         "return": [round(float(r["return"]), 3) for r in log],
-        "lr": [float(f"{r['lr']:.4g}") for r in log if "lr" in r],
+        "lr": [float(f"{r['lr']:.4g}") for r in log],
     }
 
 
@@ -618,12 +618,13 @@ def _update(
                 - log_std
                 - 0.5 * math.log(2 * math.pi)
             ).sum(-1)
-            ratio = torch.exp(logp - mb["logp"])
+            log_ratio = logp - mb["logp"]
+            ratio = torch.exp(log_ratio)
             w, a_i = mb["w"], mb["adv"]
             total = w.sum().clamp_min(1e-8)
             # The first minibatch meets the policy that collected the batch: no divergence yet.
             if ps.lr_schedule == "adaptive" and (epoch, j) != (0, 0):
-                _adapt_lr(opt, ratio.detach(), w, total, ps.desired_kl)
+                _adapt_lr(opt, log_ratio.detach(), w, total, ps.desired_kl)
             surr = torch.minimum(ratio * a_i, ratio.clamp(1 - ps.clip, 1 + ps.clip) * a_i)
             pg = -(surr * w).sum() / total
             vloss = (((v - mb["ret"]) ** 2) * w).sum() / total
@@ -642,14 +643,13 @@ def _update(
 
 def _adapt_lr(
     opt: torch.optim.Optimizer,
-    ratio: torch.Tensor,
+    log_ratio: torch.Tensor,
     w: torch.Tensor,
     total: torch.Tensor,
     desired_kl: float,
 ) -> None:
     """rsl_rl's adaptive step: keep the minibatch's KL divergence near ``desired_kl``."""
-    log_r = torch.log(ratio.clamp_min(1e-12))
-    kl = float((((ratio - 1.0) - log_r) * w).sum() / total)
+    kl = float((((log_ratio.exp() - 1.0) - log_ratio) * w).sum() / total)
     lo, hi = ADAPTIVE_LR_BOUNDS
     for group in opt.param_groups:
         if kl > 2.0 * desired_kl:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -207,7 +208,7 @@ def test_adaptive_rate_follows_the_kl_divergence_within_its_bounds():
 
     def step(lr: float, ratio: float) -> float:
         opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=lr)
-        _adapt_lr(opt, torch.full((8,), ratio), w, w.sum(), desired_kl=0.01)
+        _adapt_lr(opt, torch.full((8,), math.log(ratio)), w, w.sum(), desired_kl=0.01)
         return float(opt.param_groups[0]["lr"])
 
     # KL = (r − 1) − log r: 0.094 at r = 1.5 (above 2 × 0.01), 0.0044 at r = 1.1 (below 0.005),
