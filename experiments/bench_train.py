@@ -95,30 +95,43 @@ def run_sim(fid: str, n_envs: int, steps: int, seed: int) -> int:
     return used
 
 
+#: Minibatches per PPO pass: episodic PPO (DR, RMA's teacher, SB3 with its recipe) and the
+#: recurrent trainer; ``None`` keeps the tables' defaults (8 and 4). Set by ``--minibatches``.
+RECIPE: dict[str, int | None] = {"episodic": None, "recurrent": None}
+
+
 def run_trainer(name: str, fid: str, n_envs: int, steps: int, seed: int) -> int:
     """Train ``name`` for ``steps`` env steps on the first ``n_envs``-world setting."""
     if name == "sim":
         return run_sim(fid, n_envs, steps, seed)
+    from metarobot.config import RecurrentSection, RMASection
+    from metarobot.ppo import PPOSettings
+
     train = me.task_split(fid)[0]
+    mb = RECIPE["episodic"] or RMASection().minibatches
     if name == "dr":
         from metarobot.episodic_mlp import train_ppo_mlp
 
-        pol = train_ppo_mlp(fid, train, steps, seed=seed, n_envs=n_envs, nthread=1)
+        pol = train_ppo_mlp(
+            fid, train, steps, seed=seed, n_envs=n_envs, nthread=1,
+            settings=PPOSettings(minibatches=mb),
+        )  # fmt: skip
         return int(pol.meta["env_steps"])
     if name == "recurrent":
-        from metarobot.config import RecurrentSection
-        from metarobot.ppo import PPOSettings
         from metarobot.recurrent import train_recurrent
 
         r = RecurrentSection()  # the settings a table trains with
-        ps = PPOSettings(lr=r.lr, epochs=r.epochs, minibatches=r.minibatches, bptt=r.bptt or None)
+        ps = PPOSettings(
+            lr=r.lr,
+            epochs=r.epochs,
+            minibatches=RECIPE["recurrent"] or r.minibatches,
+            bptt=r.bptt or None,
+        )
         rec = train_recurrent(
             fid, steps=steps, seed=seed, n_envs=n_envs, nthread=1, hidden=r.hidden, settings=ps
         )
         return int(rec.meta["env_steps"])
     if name == "rma":
-        from metarobot.config import RMASection
-        from metarobot.ppo import PPOSettings
         from metarobot.rma import train_rma
 
         m = RMASection()
@@ -133,7 +146,7 @@ def run_trainer(name: str, fid: str, n_envs: int, steps: int, seed: int) -> int:
             nthread=1,
             history=m.history,
             z_dim=m.z_dim,
-            settings=PPOSettings(lr=m.lr),
+            settings=PPOSettings(lr=m.lr, minibatches=mb),
         )
         return int(rma.meta["env_steps"])
     if name == "maml":
@@ -150,8 +163,8 @@ def run_trainer(name: str, fid: str, n_envs: int, steps: int, seed: int) -> int:
         venv = make_sb3_vec_env(fid, _train_tasks(fid, n_envs), nthread=1)
         horizon = int(venv.venv.max_episode_steps)
         # SB3's defaults (2048 steps per env, minibatches of 64), or episodic PPO's recipe: one
-        # horizon per env, 8 minibatches, 10 epochs (the same gradient work per sample).
-        recipe = {"n_steps": horizon, "batch_size": horizon * n_envs // 8}
+        # horizon per env, its minibatches, 10 epochs (the same gradient work per sample).
+        recipe = {"n_steps": horizon, "batch_size": horizon * n_envs // mb}
         model = PPO(
             "MlpPolicy",
             venv,
@@ -259,7 +272,8 @@ def measure(fid: str, name: str, n_envs: int, steps: int, seed: int, profile: bo
 
 
 def _paired_worker(args: tuple, barrier: Any, queue: Any) -> None:
-    fid, name, n_envs, steps, seed = args
+    fid, name, n_envs, steps, seed, recipe = args
+    RECIPE.update(recipe)  # a spawned process starts from the module's defaults
     torch.set_num_threads(1)
     run_trainer(name, fid, n_envs, min(steps, 2 * n_envs * 200), seed)  # warm-up: first calls
     barrier.wait()  # both processes time the same stretch of the machine
@@ -274,7 +288,8 @@ def _pair(fid: str, name: str, n_envs: int, steps: int, seed: int) -> float:
     barrier, queue = ctx.Barrier(2), ctx.Queue()
     procs = [
         ctx.Process(
-            target=_paired_worker, args=((fid, name, n_envs, steps, seed + i), barrier, queue)
+            target=_paired_worker,
+            args=((fid, name, n_envs, steps, seed + i, dict(RECIPE)), barrier, queue),
         )
         for i in range(2)
     ]
@@ -324,7 +339,10 @@ def report(results: dict[str, list[dict]], pairs: dict[str, dict[str, float]], a
         f"Commit {git_commit() or 'unknown'}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; {numerics()}.  ",
         f"Each run: one process, one torch thread, one simulator thread, {args.envs} worlds "
-        f"(training tasks), {args.steps:,} env steps per trainer, seed {args.seed}.",
+        f"(training tasks), {args.steps:,} env steps per trainer, seed {args.seed}; "
+        f"minibatches per PPO pass: episodic PPO {RECIPE['episodic'] or 8}, "
+        f"recurrent {RECIPE['recurrent'] or 4}"
+        + (" (the tables' defaults)." if not any(RECIPE.values()) else " (not the default)."),
         "",
         "Speed is env-steps/s of an unprofiled run after a warm-up; *of sim* divides it by the "
         "simulator alone measured right before that trainer (the simulator row is their mean). "
@@ -388,13 +406,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, choices=(1, 2))
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument(
+        "--minibatches",
+        type=int,
+        default=None,
+        help="minibatches per pass of episodic PPO (DR, RMA's teacher, SB3's recipe); default 8",
+    )
+    ap.add_argument(
+        "--recurrent-minibatches",
+        type=int,
+        default=None,
+        help="minibatches per pass of the recurrent trainer; default 4",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    for flag, value in (
+        ("--minibatches", args.minibatches),
+        ("--recurrent-minibatches", args.recurrent_minibatches),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    RECIPE.update(episodic=args.minibatches, recurrent=args.recurrent_minibatches)
     torch.set_num_threads(1)
     # Measurements are kept in <out>.json as they finish; a rerun with the same settings measures
     # only what is missing (an interrupted run resumes; --workers 2 later adds the pairs).
     cache_path = args.out.with_suffix(".json") if args.out is not None else None
     key = f"steps={args.steps} envs={args.envs} seed={args.seed}"
+    if any(RECIPE.values()):
+        key += f" minibatches={RECIPE['episodic']} recurrent_minibatches={RECIPE['recurrent']}"
     cache: dict = {}
     if cache_path is not None and cache_path.exists():
         cache = json.loads(cache_path.read_text())

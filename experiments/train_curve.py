@@ -37,9 +37,31 @@ import metarobot.envs as me
 from metarobot import ppo
 from metarobot.provenance import git_commit, machine, numerics
 
+#: Episodic-PPO recipes of ``--recipe``: the trainer's defaults, or the wide recipe of the 3M
+#: legged tables (256×256 MLPs, rsl_rl's adaptive learning rate from 1e-3, action std e^-1).
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "wide": {"hidden": (256, 256), "init_log_std": -1.0, "lr": 1e-3, "lr_schedule": "adaptive"},
+}
 
-def train(trainer: str, family: str, steps: int, seed: int) -> dict[str, Any]:
-    """One run; returns its per-iteration curve and wall time."""
+
+def train(
+    trainer: str,
+    family: str,
+    steps: int,
+    seed: int,
+    minibatches: int | None = None,
+    recipe: str = "default",
+) -> dict[str, Any]:
+    """One run; returns its per-iteration curve and wall time.
+
+    ``minibatches`` (per PPO pass) replaces the recipe's (episodic PPO 8, recurrent 4);
+    ``recipe`` picks the episodic-PPO recipe (:data:`RECIPES`; DR only).
+    """
+    if recipe not in RECIPES or (recipe != "default" and trainer != "dr"):
+        raise ValueError(f"recipe must be one of {list(RECIPES)} (non-default: dr only)")
+    if minibatches is not None and minibatches < 1:
+        raise ValueError(f"minibatches must be >= 1, got {minibatches}")
     fid = f"metarobot/{family}-v0"
     tasks = me.task_split(fid)[0]
     rows: list[dict[str, float]] = []
@@ -69,10 +91,26 @@ def train(trainer: str, family: str, steps: int, seed: int) -> dict[str, Any]:
                 tasks=tasks,
                 n_envs=16,
                 nthread=1,
-                settings=ppo.PPOSettings(lr=1e-3, epochs=8, minibatches=4, bptt=50),
+                settings=ppo.PPOSettings(lr=1e-3, epochs=8, minibatches=minibatches or 4, bptt=50),
             )
         else:
-            episodic_mlp.train_ppo_mlp(fid, tasks, steps, seed=seed, n_envs=16, nthread=1)
+            r = RECIPES[recipe]
+            settings = ppo.PPOSettings(
+                lr=r.get("lr", 3e-4),
+                lr_schedule=r.get("lr_schedule", "constant"),
+                minibatches=minibatches or 8,
+            )
+            episodic_mlp.train_ppo_mlp(
+                fid,
+                tasks,
+                steps,
+                seed=seed,
+                n_envs=16,
+                nthread=1,
+                settings=settings,
+                hidden=r.get("hidden", (64, 64)),
+                init_log_std=r.get("init_log_std", 0.0),
+            )
     finally:
         module.train_episodic_ppo = original  # type: ignore[assignment]
     return {"seed": seed, "seconds": time.perf_counter() - t0, "rows": rows}
@@ -92,11 +130,23 @@ def compare(paths: list[Path], labels: list[str], out: Path) -> None:
         lines.append(f"- {lab}: `{r['command']}` (commit {r['commit']}; {r['machine']})")
     lines += [
         "",
-        "Each run: one torch thread, one simulator thread, 16 worlds, the table's recipe; "
+        "Each run: one torch thread, one simulator thread, 16 worlds, the table's recipe "
+        "unless its command sets `--minibatches` or `--recipe`; "
         "training return = mean return of each PPO iteration's episodes on training tasks.",
         "",
-        "| code | seed | env steps | wall s | env-steps/s | mean return, last 5 iterations |",
-        "|---|---:|---:|---:|---:|---:|",
+    ]
+    # Seconds to a common return: the lowest final level any run reached (mean of its last 5
+    # iterations), first met by a run's 5-iteration moving average.
+    level = min(
+        float(np.mean([x["return"] for x in run["rows"][-5:]])) for r in runs for run in r["runs"]
+    )
+    lines += [
+        f"*To {level:.1f}*: env steps and seconds until the run's 5-iteration moving average of "
+        f"the training return first reaches {level:.1f}, the lowest final level of all runs.",
+        "",
+        "| code | seed | env steps | wall s | env-steps/s | mean return, last 5 iterations "
+        f"| env steps to {level:.1f} | s to {level:.1f} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for i, (lab, r) in enumerate(zip(labels, runs, strict=True)):
         for run in r["runs"]:
@@ -108,9 +158,12 @@ def compare(paths: list[Path], labels: list[str], out: Path) -> None:
             kw = {"color": plt.get_cmap("tab10")(i), "ls": style}
             axes[0].plot(steps, rets, label=f"{lab}, seed {run['seed']}", **kw)
             axes[1].plot(secs, rets, **kw)
+            smooth = np.convolve(rets, np.ones(5) / 5, mode="valid")
+            first = int(np.argmax(smooth >= level - 1e-9)) + 4  # the window's last iteration
             lines.append(
                 f"| {lab} | {run['seed']} | {int(steps[-1]):,} | {run['seconds']:.0f} | "
-                f"{steps[-1] / run['seconds']:,.0f} | {rets[-5:].mean():.1f} |"
+                f"{steps[-1] / run['seconds']:,.0f} | {rets[-5:].mean():.1f} | "
+                f"{int(steps[first]):,} | {secs[first]:.1f} |"
             )
     axes[0].set_xlabel("environment steps")
     axes[1].set_xlabel("wall-clock seconds")
@@ -133,6 +186,13 @@ def main() -> None:
     ap.add_argument("--family", default="HalfCheetahRandParams")
     ap.add_argument("--steps", type=int, default=200_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument(
+        "--minibatches",
+        type=int,
+        default=None,
+        help="minibatches per PPO pass (default: the recipe's, episodic PPO 8, recurrent 4)",
+    )
+    ap.add_argument("--recipe", choices=list(RECIPES), default="default", help="DR's recipe")
     ap.add_argument("--compare", type=Path, nargs="+", default=None)
     ap.add_argument("--labels", nargs="+", default=None)
     ap.add_argument("--out", type=Path, required=True)
@@ -141,7 +201,10 @@ def main() -> None:
         compare(args.compare, args.labels or [p.stem for p in args.compare], args.out)
         return
     torch.set_num_threads(1)
-    runs = [train(args.trainer, args.family, args.steps, s) for s in args.seeds]
+    runs = [
+        train(args.trainer, args.family, args.steps, s, args.minibatches, args.recipe)
+        for s in args.seeds
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

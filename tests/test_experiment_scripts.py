@@ -130,6 +130,19 @@ def test_bench_train_splits_out_the_network_work_of_the_update(tmp_path):
     assert 0 < ceiling <= 1
 
 
+def test_bench_train_measures_a_named_minibatch_recipe_apart(tmp_path):
+    bench = _script("bench_train")
+    out = tmp_path / "bench.md"
+    args = ["--families", "InvertedPendulumRandParams", "--trainers", "dr", "--workers", "1"]
+    common = [*args, "--steps", "1600", "--envs", "4", "--no-profile", "--out", str(out)]
+    bench.main([*common, "--minibatches", "2"])
+    runs = json.loads(out.with_suffix(".json").read_text())
+    assert list(runs) == ["steps=1600 envs=4 seed=0 minibatches=2 recurrent_minibatches=None"]
+    assert "episodic PPO 2, recurrent 4 (not the default)" in out.read_text()
+    with pytest.raises(ValueError, match="--minibatches must be >= 1"):
+        bench.main([*common, "--minibatches", "0"])
+
+
 def _table(folder: Path, oracle: float, method_return: float) -> Path:
     # random actions return 0 and 10 on tasks 0 and 1; the oracle `oracle` on both
     folder.mkdir()
