@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 import metarobot.envs as me
+from metarobot.config import RecurrentSection, RMASection
 from metarobot.provenance import git_commit, numerics
 
 #: Goals as fractions of the simulator alone (issue 21); SB3 is the 3× reference.
@@ -104,7 +105,6 @@ def run_trainer(name: str, fid: str, n_envs: int, steps: int, seed: int) -> int:
     """Train ``name`` for ``steps`` env steps on the first ``n_envs``-world setting."""
     if name == "sim":
         return run_sim(fid, n_envs, steps, seed)
-    from metarobot.config import RecurrentSection, RMASection
     from metarobot.ppo import PPOSettings
 
     train = me.task_split(fid)[0]
@@ -112,10 +112,8 @@ def run_trainer(name: str, fid: str, n_envs: int, steps: int, seed: int) -> int:
     if name == "dr":
         from metarobot.episodic_mlp import train_ppo_mlp
 
-        pol = train_ppo_mlp(
-            fid, train, steps, seed=seed, n_envs=n_envs, nthread=1,
-            settings=PPOSettings(minibatches=mb),
-        )  # fmt: skip
+        ps = PPOSettings(minibatches=mb)
+        pol = train_ppo_mlp(fid, train, steps, seed=seed, n_envs=n_envs, nthread=1, settings=ps)
         return int(pol.meta["env_steps"])
     if name == "recurrent":
         from metarobot.recurrent import train_recurrent
@@ -340,8 +338,8 @@ def report(results: dict[str, list[dict]], pairs: dict[str, dict[str, float]], a
         f"{os.cpu_count()} cores; {numerics()}.  ",
         f"Each run: one process, one torch thread, one simulator thread, {args.envs} worlds "
         f"(training tasks), {args.steps:,} env steps per trainer, seed {args.seed}; "
-        f"minibatches per PPO pass: episodic PPO {RECIPE['episodic'] or 8}, "
-        f"recurrent {RECIPE['recurrent'] or 4}"
+        f"minibatches per PPO pass: episodic PPO {RECIPE['episodic'] or RMASection().minibatches}, "
+        f"recurrent {RECIPE['recurrent'] or RecurrentSection().minibatches}"
         + (" (the tables' defaults)." if not any(RECIPE.values()) else " (not the default)."),
         "",
         "Speed is env-steps/s of an unprofiled run after a warm-up; *of sim* divides it by the "

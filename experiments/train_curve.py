@@ -39,9 +39,10 @@ from metarobot.provenance import git_commit, machine, numerics
 
 #: Episodic-PPO recipes of ``--recipe``: the trainer's defaults, or the wide recipe of the 3M
 #: legged tables (256×256 MLPs, rsl_rl's adaptive learning rate from 1e-3, action std e^-1).
-RECIPES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "wide": {"hidden": (256, 256), "init_log_std": -1.0, "lr": 1e-3, "lr_schedule": "adaptive"},
+#: Each is (PPOSettings keywords, network keywords of ``train_ppo_mlp``); left out: their defaults.
+RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "default": ({}, {}),
+    "wide": ({"lr": 1e-3, "lr_schedule": "adaptive"}, {"hidden": (256, 256), "init_log_std": -1.0}),
 }
 
 
@@ -94,12 +95,9 @@ def train(
                 settings=ppo.PPOSettings(lr=1e-3, epochs=8, minibatches=minibatches or 4, bptt=50),
             )
         else:
-            r = RECIPES[recipe]
-            settings = ppo.PPOSettings(
-                lr=r.get("lr", 3e-4),
-                lr_schedule=r.get("lr_schedule", "constant"),
-                minibatches=minibatches or 8,
-            )
+            ppo_kw, net_kw = RECIPES[recipe]
+            if minibatches is not None:
+                ppo_kw = {**ppo_kw, "minibatches": minibatches}
             episodic_mlp.train_ppo_mlp(
                 fid,
                 tasks,
@@ -107,9 +105,8 @@ def train(
                 seed=seed,
                 n_envs=16,
                 nthread=1,
-                settings=settings,
-                hidden=r.get("hidden", (64, 64)),
-                init_log_std=r.get("init_log_std", 0.0),
+                settings=ppo.PPOSettings(**ppo_kw),
+                **net_kw,
             )
     finally:
         module.train_episodic_ppo = original  # type: ignore[assignment]
